@@ -1,0 +1,136 @@
+//! The server process: flags, configuration, startup (database, migrations), serving, and a
+//! bounded graceful shutdown on SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::routes::{self, AppState};
+use crate::{build_info, catalogue, db, telemetry};
+
+/// SaulPOS server. Configuration comes from the profile files and SAULPOS_* variables:
+/// SAULPOS_PROFILE (dev, staging, prod), SAULPOS_DB_URL, SAULPOS_DB_USERNAME, SAULPOS_DB_PASSWORD,
+/// SAULPOS_SERVER_ADDRESS, SAULPOS_SERVER_PORT, and optional policy settings (see docs/).
+#[derive(Parser)]
+#[command(name = "saulpos-server", version = build_info::long_version())]
+struct Flags {
+    /// Check the configuration, print it with secrets redacted, and exit without starting.
+    #[arg(long)]
+    check_config: bool,
+}
+
+pub fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("saulpos-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if flags.check_config {
+        for (key, value) in config.describe() {
+            println!("{key} = {value}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(config.log_format, &config.log_level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("saulpos-server: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("saulpos-server stopped: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Connects, migrates, and serves until a shutdown signal.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(
+        version = build_info::VERSION,
+        commit = build_info::COMMIT,
+        build_time = build_info::BUILD_TIME,
+        "starting saulpos-server"
+    );
+    for (key, value) in config.describe() {
+        tracing::info!("config {key} = {value}");
+    }
+    let pool = db::connect_with_retry(&config.database).await?;
+    db::migrate(&pool).await?;
+    if config.load_demo_catalogue {
+        catalogue::load_demo(&pool)
+            .await
+            .context("cannot load the demo catalogue")?;
+    }
+    let address = (config.server.address, config.server.port);
+    let listener = TcpListener::bind(address).await.with_context(|| {
+        format!(
+            "cannot listen on {}:{}; free the port or set SAULPOS_SERVER_PORT / SAULPOS_SERVER_ADDRESS",
+            address.0, address.1
+        )
+    })?;
+    tracing::info!(
+        "listening on http://{} (profile {})",
+        listener.local_addr()?,
+        config.profile
+    );
+    let state = AppState {
+        pool: pool.clone(),
+        profile: config.profile,
+        show_health_details: config.show_health_details,
+        health_timeout: config.database.health_timeout,
+    };
+    let stopping = Arc::new(Notify::new());
+    let signalled = stopping.clone();
+    let server = axum::serve(listener, routes::app(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        signalled.notify_one();
+    });
+    let grace = config.server.shutdown_grace;
+    tokio::select! {
+        result = server => result.context("the HTTP server failed")?,
+        () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("requests still in flight after {} s; stopping anyway", grace.as_secs());
+        }
+    }
+    pool.close().await;
+    tracing::info!("saulpos-server stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received: finishing requests in flight");
+}

@@ -1,0 +1,139 @@
+//! The database: connecting with bounded retries, migrations with validation, the health ping.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+
+use crate::config::{DatabaseConfig, SslMode};
+
+/// The migrations in `server/migrations`, built into the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// The connection options, built field by field so a password with any characters works.
+pub fn connect_options(config: &DatabaseConfig) -> PgConnectOptions {
+    let options = PgConnectOptions::new_without_pgpass()
+        .host(&config.host)
+        .port(config.port)
+        .database(&config.name)
+        .username(&config.username)
+        .application_name("saulpos-server")
+        .ssl_mode(match config.ssl_mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+        });
+    match &config.password {
+        Some(password) => options.password(password.expose()),
+        None => options,
+    }
+}
+
+/// Opens the pool, retrying an unreachable database until the startup timeout.
+///
+/// A database that answers and refuses (bad password, no such database) is not retried.
+pub async fn connect_with_retry(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let deadline = Instant::now() + config.startup_timeout;
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1u32;
+    loop {
+        let result = PgPoolOptions::new()
+            .max_connections(config.pool_size)
+            .acquire_timeout(config.connect_timeout)
+            .connect_with(connect_options(config))
+            .await;
+        match result {
+            Ok(pool) => return Ok(pool),
+            Err(sqlx::Error::Database(error)) => bail!(
+                "database {} at {}:{} refused the connection for user {:?}: {}; check SAULPOS_DB_URL, SAULPOS_DB_USERNAME and SAULPOS_DB_PASSWORD",
+                config.name,
+                config.host,
+                config.port,
+                config.username,
+                error.message()
+            ),
+            Err(error) if Instant::now() + delay < deadline => {
+                tracing::warn!(
+                    attempt,
+                    host = %config.host,
+                    port = config.port,
+                    "database not reachable yet, retrying in {} ms: {error}",
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                attempt += 1;
+            }
+            Err(error) => bail!(
+                "cannot reach the database at {}:{} after {} attempts in {} s: {error}; check that PostgreSQL is up and SAULPOS_DB_URL, or raise SAULPOS_DB_STARTUP_TIMEOUT_SECONDS",
+                config.host,
+                config.port,
+                attempt,
+                config.startup_timeout.as_secs()
+            ),
+        }
+    }
+}
+
+/// Applies pending migrations and validates the applied ones against the files built in.
+///
+/// A changed migration stops startup. Migrations applied by a newer release are tolerated with
+/// a warning, so that a rolled-back binary still starts.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    let known: Vec<i64> = MIGRATOR.iter().map(|migration| migration.version).collect();
+    let table_exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .context("cannot read the migration history")?;
+    if table_exists {
+        let applied: Vec<(i64, String)> =
+            sqlx::query_as("SELECT version, description FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(pool)
+                .await
+                .context("cannot read the migration history")?;
+        for (version, description) in applied {
+            if !known.contains(&version) {
+                tracing::warn!(
+                    version,
+                    description,
+                    "the database has a migration this release does not know (applied by a newer release); continuing"
+                );
+            }
+        }
+    }
+    let mut migrator = sqlx::migrate!();
+    migrator.set_ignore_missing(true);
+    match migrator.run(pool).await {
+        Ok(()) => Ok(()),
+        Err(MigrateError::VersionMismatch(version)) => bail!(
+            "migration {} was changed after it was applied to this database; restore the original file {} (migrations are never edited, add a new one instead)",
+            version,
+            migration_file(version)
+        ),
+        Err(MigrateError::Dirty(version)) => bail!(
+            "migration {} failed part way on an earlier start; fix the database by hand and delete its row from _sqlx_migrations",
+            migration_file(version)
+        ),
+        Err(error) => Err(error).context("cannot apply the database migrations"),
+    }
+}
+
+fn migration_file(version: i64) -> String {
+    MIGRATOR
+        .iter()
+        .find(|migration| migration.version == version)
+        .map(|migration| format!("{}_{}.sql", migration.version, migration.description))
+        .unwrap_or_else(|| version.to_string())
+}
+
+/// Checks the database answers within `timeout`; returns how long it took.
+pub async fn ping(pool: &PgPool, timeout: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await {
+        Ok(Ok(_)) => Ok(started.elapsed()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}

@@ -1,0 +1,13 @@
+//! SaulPOS server: a PostgreSQL-backed HTTP service with actuator health and a small catalogue.
+//!
+//! `cli::main` is what the binary runs; `routes::app` builds the router so tests can drive it
+//! without a socket.
+
+pub mod build_info;
+pub mod catalogue;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod routes;
+pub mod telemetry;

@@ -1,0 +1,25 @@
+//! `/api/v1/*`: product lookup by SKU and the checkout dry-run.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+
+use super::AppState;
+use crate::catalogue::{self, Cart, PricedCart, Product};
+use crate::error::ApiError;
+
+pub async fn product(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+) -> Result<Json<Product>, ApiError> {
+    Ok(Json(catalogue::find(&state.pool, &sku).await?))
+}
+
+pub async fn checkout_dry_run(
+    State(state): State<AppState>,
+    cart: Result<Json<Cart>, JsonRejection>,
+) -> Result<Json<PricedCart>, ApiError> {
+    let Json(cart) =
+        cart.map_err(|rejection| ApiError::BadRequest(rejection.status(), rejection.body_text()))?;
+    Ok(Json(catalogue::price(&state.pool, cart).await?))
+}

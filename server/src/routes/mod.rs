@@ -1,0 +1,35 @@
+//! The HTTP routes: the actuator endpoints and the catalogue API, on one shared state.
+
+mod actuator;
+mod api;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use sqlx::PgPool;
+
+use crate::config::Profile;
+use crate::error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub profile: Profile,
+    pub show_health_details: bool,
+    pub health_timeout: Duration,
+}
+
+/// The whole service as a router, so tests can call it without a socket.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/actuator/health", get(actuator::health))
+        .route("/actuator/health/liveness", get(actuator::liveness))
+        .route("/actuator/health/readiness", get(actuator::readiness))
+        .route("/actuator/info", get(actuator::info))
+        .route("/api/v1/products/{sku}", get(api::product))
+        .route("/api/v1/checkout/dry-run", post(api::checkout_dry_run))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
+        .with_state(state)
+}

@@ -1,0 +1,599 @@
+//! `cargo xtask backup` and `cargo xtask restore` on a real PostgreSQL with the real `pg_dump`,
+//! `pg_restore` and `sha256sum`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    PG_HOST, TestDb, clone, eventually, psql, quote_identifier, text, tool, xtask, xtask_command,
+};
+
+/// Tables with what real data has: non-ASCII text, numerics, bytea, a foreign key, sequences.
+const CONTENT: &str = "
+CREATE TABLE customer (id serial PRIMARY KEY, name text NOT NULL, balance numeric(14,4), photo bytea);
+CREATE TABLE purchase (id bigserial PRIMARY KEY, customer_id int NOT NULL REFERENCES customer(id), total numeric, note text);
+CREATE INDEX purchase_note ON purchase (note);
+INSERT INTO customer (name, balance, photo)
+  SELECT 'Zoë Ångström 名前 ' || g, g * 1.2345, decode(md5(g::text), 'hex') FROM generate_series(1, 2000) g;
+INSERT INTO purchase (customer_id, total, note)
+  SELECT 1 + g % 2000, g / 7.0, CASE WHEN g % 3 = 0 THEN NULL ELSE 'note ' || g END FROM generate_series(1, 5000) g;
+";
+
+/// A fingerprint of every table's content and every sequence's position.
+fn fingerprint(database: &str) -> String {
+    psql(
+        database,
+        "SELECT (SELECT md5(string_agg(c::text, '|' ORDER BY id)) FROM customer c) || ' ' ||
+                (SELECT md5(string_agg(p::text, '|' ORDER BY id)) FROM purchase p) || ' ' ||
+                (SELECT last_value FROM customer_id_seq) || ' ' || (SELECT last_value FROM purchase_id_seq) || ' ' ||
+                (SELECT count(*) FROM pg_indexes WHERE indexname = 'purchase_note') || ' ' ||
+                (SELECT count(*) FROM pg_constraint WHERE contype = 'f')",
+    )
+}
+
+/// Databases whose names start with `prefix` (the ones restore keeps aside).
+fn databases_like(prefix: &str) -> Vec<String> {
+    let all = psql("postgres", "SELECT datname FROM pg_database ORDER BY 1");
+    all.lines()
+        .filter(|name| name.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Drops what restore kept aside or left behind, whatever the test's outcome.
+struct DropAfter(String);
+
+impl Drop for DropAfter {
+    fn drop(&mut self) {
+        for name in databases_like(&self.0) {
+            psql(
+                "postgres",
+                &format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_identifier(&name)
+                ),
+            );
+        }
+    }
+}
+
+fn backup(database: &str, dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "backup",
+        PG_HOST,
+        "5432",
+        database,
+        "postgres",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    xtask(&clone().dir, &args)
+}
+
+fn restore(database: &str, dump: &Path, checksum: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "restore",
+        PG_HOST,
+        "5432",
+        database,
+        "postgres",
+        dump.to_str().unwrap(),
+        checksum.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    xtask_command(&clone().dir, &args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The dump and checksum files in `dir`, and every other name there.
+fn backup_files(dir: &Path) -> (PathBuf, PathBuf, Vec<String>) {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let dump = names
+        .iter()
+        .find(|name| name.ends_with(".dump"))
+        .unwrap_or_else(|| panic!("no dump in {names:?}"));
+    (dir.join(dump), dir.join(format!("{dump}.sha256")), names)
+}
+
+#[test]
+fn a_backup_restores_into_another_database_with_identical_content() {
+    let source = TestDb::new("bk_source");
+    source.query(CONTENT);
+    let dir = tempfile::tempdir().unwrap();
+    let output = backup(&source.name, dir.path(), &["--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (dump, checksum, names) = backup_files(dir.path());
+    assert_eq!(names.len(), 2, "{names:?}");
+    let dump_name = dump.file_name().unwrap().to_str().unwrap();
+    assert!(
+        dump_name.starts_with(&format!("{}-", source.name)),
+        "{dump_name}"
+    );
+    assert_eq!(
+        summary["sha256"].as_str().unwrap(),
+        &fs::read_to_string(&checksum).unwrap()[..64]
+    );
+    assert_eq!(summary["size"], fs::metadata(&dump).unwrap().len());
+    let checked = tool(
+        dir.path(),
+        "sha256sum",
+        &["-c", checksum.file_name().unwrap().to_str().unwrap()],
+    );
+    assert!(checked.status.success(), "{}", text(&checked));
+    let listed = tool(
+        dir.path(),
+        "pg_restore",
+        &["--list", dump.to_str().unwrap()],
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("Format: CUSTOM"));
+
+    let target = format!("{}_copy", source.name);
+    let _cleanup = DropAfter(target.clone());
+    let output = restore(&target, &dump, &checksum, &["--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let report = text(&output);
+    assert!(report.contains("public.customer: 2000 rows"), "{report}");
+    assert!(report.contains("public.purchase: 5000 rows"), "{report}");
+    assert_eq!(fingerprint(&target), fingerprint(&source.name));
+    assert_eq!(
+        databases_like(&target),
+        std::slice::from_ref(&target),
+        "a scratch database was left"
+    );
+}
+
+#[test]
+fn a_restore_over_a_live_database_ends_its_connections_and_keeps_the_old_data_aside() {
+    let source = TestDb::new("bk_live_src");
+    source.query(CONTENT);
+    let target = TestDb::new("bk_live_dst");
+    let _cleanup = DropAfter(format!("{}_", target.name));
+    target
+        .query("CREATE TABLE marker (note text); INSERT INTO marker VALUES ('before the restore')");
+    let dir = tempfile::tempdir().unwrap();
+    assert!(backup(&source.name, dir.path(), &[]).status.success());
+    let (dump, checksum, _) = backup_files(dir.path());
+
+    // Without --yes and without a terminal, restoring over a database is refused.
+    let refused = restore(&target.name, &dump, &checksum, &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused).contains("pass --yes to confirm; nothing was restored"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        target.query("SELECT note FROM marker"),
+        "before the restore"
+    );
+
+    let mut session = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            PG_HOST,
+            "-U",
+            "postgres",
+            "-d",
+            &target.name,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        session
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"SELECT 1;\n")
+            .unwrap();
+    }
+    let opened = Instant::now();
+    while psql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'",
+            target.name
+        ),
+    ) != "1"
+    {
+        assert!(
+            opened.elapsed() < Duration::from_secs(10),
+            "the session never connected"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = restore(&target.name, &dump, &checksum, &["--yes"]);
+    let _ = session.kill();
+    let _ = session.wait();
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("ended 1 open connection(s)"), "{report}");
+    assert!(
+        report.contains("the previous data is kept as database"),
+        "{report}"
+    );
+    assert_eq!(fingerprint(&target.name), fingerprint(&source.name));
+    let kept: Vec<String> = databases_like(&format!("{}_before_", target.name));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        psql(&kept[0], "SELECT note FROM marker"),
+        "before the restore"
+    );
+    assert!(databases_like(&format!("{}_restoring_", target.name)).is_empty());
+}
+
+#[test]
+fn a_damaged_dump_or_a_checksum_for_another_file_is_refused_and_the_target_is_unchanged() {
+    let source = TestDb::new("bk_damage_src");
+    source.query(CONTENT);
+    let target = TestDb::new("bk_damage_dst");
+    let _cleanup = DropAfter(format!("{}_", target.name));
+    target.query("CREATE TABLE marker (note text); INSERT INTO marker VALUES ('untouched')");
+    let dir = tempfile::tempdir().unwrap();
+    assert!(backup(&source.name, dir.path(), &[]).status.success());
+    let (dump, checksum, _) = backup_files(dir.path());
+    let original = fs::read(&dump).unwrap();
+
+    let mut flipped = original.clone();
+    flipped[original.len() / 2] ^= 0x40;
+    fs::write(&dump, &flipped).unwrap();
+    let output = restore(&target.name, &dump, &checksum, &["--yes"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("does not match its checksum"),
+        "{}",
+        text(&output)
+    );
+
+    fs::write(&dump, &original[..original.len() - 1000]).unwrap();
+    let output = restore(&target.name, &dump, &checksum, &["--yes"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("does not match its checksum"),
+        "{}",
+        text(&output)
+    );
+
+    fs::write(&dump, &original).unwrap();
+    let other = dir.path().join("other.dump");
+    fs::write(&other, &original).unwrap();
+    let output = restore(&target.name, &other, &checksum, &["--yes"]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = text(&output);
+    assert!(
+        message.contains("is for") && message.contains("not for \"other.dump\""),
+        "{message}"
+    );
+
+    let output = restore(&target.name, &dump, &dump, &["--yes"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("is not a checksum file"),
+        "{}",
+        text(&output)
+    );
+
+    assert_eq!(target.query("SELECT note FROM marker"), "untouched");
+    assert_eq!(
+        databases_like(&format!("{}_", target.name)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_restore_that_fails_part_way_leaves_the_target_unchanged() {
+    // The dump names an owner role that no longer exists where it is restored.
+    let role = format!("e2e_owner_{}", std::process::id());
+    psql(
+        "postgres",
+        &format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role}"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let source = TestDb::new("bk_fail_src");
+        source.query(CONTENT);
+        source.query(&format!("ALTER TABLE purchase OWNER TO {role}"));
+        assert!(backup(&source.name, dir.path(), &[]).status.success());
+    }
+    psql("postgres", &format!("DROP ROLE {role}"));
+    let (dump, checksum, _) = backup_files(dir.path());
+    let target = TestDb::new("bk_fail_dst");
+    let _cleanup = DropAfter(format!("{}_", target.name));
+    target.query("CREATE TABLE marker (note text); INSERT INTO marker VALUES ('untouched')");
+
+    let output = restore(&target.name, &dump, &checksum, &["--yes"]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains(&format!("role \"{role}\" does not exist")),
+        "{message}"
+    );
+    assert!(
+        message.contains("the target database was not changed"),
+        "{message}"
+    );
+    assert!(
+        message.contains("dropped the scratch database"),
+        "{message}"
+    );
+    assert_eq!(target.query("SELECT note FROM marker"), "untouched");
+    assert_eq!(
+        databases_like(&format!("{}_", target.name)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_failed_backup_leaves_no_file_and_says_what_pg_dump_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::support::free_port().to_string();
+    let output = xtask(
+        &clone().dir,
+        &[
+            "backup",
+            PG_HOST,
+            &port,
+            "postgres",
+            "postgres",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("pg_dump of database \"postgres\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("Connection refused") || message.contains("connection"),
+        "{message}"
+    );
+    assert!(
+        message.contains("hint: check the host and port"),
+        "{message}"
+    );
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    let output = backup("e2e_no_such_database", dir.path(), &[]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("database \"e2e_no_such_database\" does not exist"),
+        "{message}"
+    );
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    let output = backup("postgres", &dir.path().join("missing"), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("does not exist; create it"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn a_killed_pg_dump_leaves_no_final_file_and_no_temporary_file() {
+    let source = TestDb::new("bk_killed");
+    source.query(CONTENT);
+    // Hold a lock that makes pg_dump wait, so it can be killed while the backup runs.
+    let mut blocker = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            PG_HOST,
+            "-U",
+            "postgres",
+            "-d",
+            &source.name,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        blocker
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"BEGIN; LOCK TABLE purchase IN ACCESS EXCLUSIVE MODE;\n")
+            .unwrap();
+    }
+    let held = eventually(Duration::from_secs(30), || {
+        source.query(
+            "SELECT count(*) FROM pg_locks \
+             WHERE relation = 'purchase'::regclass AND mode = 'AccessExclusiveLock' AND granted",
+        ) == "1"
+    });
+    assert!(held, "the blocking lock was never taken");
+    let dir = tempfile::tempdir().unwrap();
+    let run = xtask_command(
+        &clone().dir,
+        &[
+            "backup",
+            PG_HOST,
+            "5432",
+            &source.name,
+            "postgres",
+            dir.path().to_str().unwrap(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let pg_dump = loop {
+        if let Some(pid) = find_process(&["pg_dump", &source.name]) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "pg_dump never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pg_dump.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = run.wait_with_output().unwrap();
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("failed (signal: 9"), "{message}");
+    assert!(message.contains("no backup was written"), "{message}");
+    let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// The pid of a process whose arguments include all of `words`.
+fn find_process(words: &[&str]) -> Option<u32> {
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|byte| *byte == 0)
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect();
+        if words.iter().all(|word| {
+            args.iter()
+                .any(|arg| arg.ends_with(word) || arg.contains(&format!("'{word}'")))
+        }) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn awkward_database_names_back_up_and_restore() {
+    let source = TestDb::named(&format!(
+        "e2e bk \"quoted\" it's ünï côde {}",
+        std::process::id()
+    ));
+    source.query(CONTENT);
+    let target_name = format!("e2e bk copy=ß 'x' {}", std::process::id());
+    let _cleanup = DropAfter(target_name.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let output = backup(&source.name, dir.path(), &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let (dump, checksum, _) = backup_files(dir.path());
+    let checked = tool(
+        dir.path(),
+        "sha256sum",
+        &["-c", checksum.file_name().unwrap().to_str().unwrap()],
+    );
+    assert!(checked.status.success(), "{}", text(&checked));
+    let output = restore(&target_name, &dump, &checksum, &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(fingerprint(&target_name), fingerprint(&source.name));
+}
+
+#[test]
+fn retention_keeps_the_newest_verified_backups_of_that_database_only() {
+    let source = TestDb::new("bk_keep");
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("other_db-20200101T000000Z.dump"),
+        b"not ours",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("other_db-20200101T000000Z.dump.sha256"),
+        b"x",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let output = backup(&source.name, dir.path(), &["--keep", "2"]);
+        assert!(output.status.success(), "{}", text(&output));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let (_, _, names) = backup_files(dir.path());
+    let ours: Vec<&String> = names
+        .iter()
+        .filter(|name| name.starts_with(&source.name))
+        .collect();
+    assert_eq!(ours.len(), 4, "two dumps and their checksums: {names:?}");
+    assert!(names.contains(&"other_db-20200101T000000Z.dump".to_owned()));
+}
+
+#[test]
+fn the_password_never_appears_in_any_process_arguments_or_output() {
+    let password = format!("pw-{}-never-shown", std::process::id());
+    let source = TestDb::new("bk_secret");
+    source.query(CONTENT);
+    let target = format!("{}_copy", source.name);
+    let _cleanup = DropAfter(target.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let backup_args = [
+        "backup",
+        PG_HOST,
+        "5432",
+        &source.name,
+        "postgres",
+        dir.path().to_str().unwrap(),
+    ];
+    let (output, seen) = run_watching(&backup_args, &password);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!seen, "the password was on a command line");
+    assert!(!text(&output).contains(&password));
+
+    let (dump, checksum, _) = backup_files(dir.path());
+    let restore_args = [
+        "restore",
+        PG_HOST,
+        "5432",
+        &target,
+        "postgres",
+        dump.to_str().unwrap(),
+        checksum.to_str().unwrap(),
+    ];
+    let (output, seen) = run_watching(&restore_args, &password);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!seen, "the password was on a command line");
+    assert!(!text(&output).contains(&password));
+}
+
+/// Runs `cargo xtask <args>` with PGPASSWORD set, scanning every process's arguments for the
+/// password while it runs; returns the output and whether the password was seen.
+fn run_watching(args: &[&str], password: &str) -> (Output, bool) {
+    let mut child = xtask_command(&clone().dir, args)
+        .env("PGPASSWORD", password)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    let mut scans = 0;
+    while child.try_wait().unwrap().is_none() {
+        seen |= find_process(&[password]).is_some();
+        scans += 1;
+    }
+    assert!(scans > 0);
+    (child.wait_with_output().unwrap(), seen)
+}

@@ -1,0 +1,432 @@
+//! `cargo xtask package` and `cargo xtask verify`, run in snapshot clones of the workspace.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    clone, git, lock, snapshot_workspace, text, tool, workspace_root, xtask, xtask_command,
+};
+
+const TARGET: &str = env!("E2E_HOST_TARGET");
+
+/// Version 1.0.0, packaged once for all the tests that read it; returns its folder.
+fn release_1_0_0() -> &'static Path {
+    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
+    RELEASE.get_or_init(|| {
+        let clone = clone();
+        let _guard = lock(clone);
+        let output = xtask(&clone.dir, &["package", "1.0.0", "--json"]);
+        assert!(
+            output.status.success(),
+            "package 1.0.0 failed: {}",
+            text(&output)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("stdout is not one JSON object: {}", text(&output)));
+        assert_eq!(summary["version"], "1.0.0");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("built "), "{stderr}");
+        assert!(stderr.contains("wrote "), "{stderr}");
+        clone.dir.join("dist/1.0.0")
+    })
+}
+
+fn archive_name(version: &str) -> String {
+    format!("saulpos-server-{version}-{TARGET}.tar.gz")
+}
+
+#[test]
+fn package_writes_the_archive_checksum_and_manifests_that_the_plain_tools_accept() {
+    let release = release_1_0_0();
+    let archive = archive_name("1.0.0");
+    let mut names: Vec<String> = fs::read_dir(release)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "manifest.json".to_owned(),
+            "manifest.txt".to_owned(),
+            archive.clone(),
+            format!("{archive}.sha256"),
+        ]
+    );
+
+    let checked = tool(release, "sha256sum", &["-c", &format!("{archive}.sha256")]);
+    assert!(checked.status.success(), "{}", text(&checked));
+    assert_eq!(
+        String::from_utf8_lossy(&checked.stdout),
+        format!("{archive}: OK\n")
+    );
+    let checked = tool(
+        release,
+        "shasum",
+        &["-a", "256", "-c", &format!("{archive}.sha256")],
+    );
+    assert!(checked.status.success(), "{}", text(&checked));
+
+    let listing = tool(release, "tar", &["-tzvf", &archive]);
+    assert!(listing.status.success(), "{}", text(&listing));
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    let mut paths = Vec::new();
+    for line in listing.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[1], "0/0", "owner of {line}");
+        paths.push((fields[0].to_owned(), fields[5].to_owned()));
+    }
+    let expected: Vec<(String, String)> = [
+        ("drwxr-xr-x", "saulpos-server-1.0.0/"),
+        ("-rw-r--r--", "saulpos-server-1.0.0/README.md"),
+        ("drwxr-xr-x", "saulpos-server-1.0.0/bin/"),
+        ("-rwxr-xr-x", "saulpos-server-1.0.0/bin/saulpos-server"),
+        ("drwxr-xr-x", "saulpos-server-1.0.0/config/"),
+        (
+            "-rw-r--r--",
+            "saulpos-server-1.0.0/config/application-dev.toml",
+        ),
+        (
+            "-rw-r--r--",
+            "saulpos-server-1.0.0/config/application-prod.toml",
+        ),
+        (
+            "-rw-r--r--",
+            "saulpos-server-1.0.0/config/application-staging.toml",
+        ),
+        ("-rw-r--r--", "saulpos-server-1.0.0/config/application.toml"),
+    ]
+    .iter()
+    .map(|(mode, path)| (mode.to_string(), path.to_string()))
+    .collect();
+    assert_eq!(paths, expected);
+
+    // The manifest describes the archive and, entry by entry, what is inside it.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(release.join("manifest.json")).unwrap()).unwrap();
+    let commit = git(&clone().dir, &["rev-parse", "HEAD"]).trim().to_owned();
+    assert_eq!(manifest["name"], "saulpos-server");
+    assert_eq!(manifest["version"], "1.0.0");
+    assert_eq!(manifest["git_commit"], commit.as_str());
+    assert_eq!(manifest["git_dirty"], false);
+    assert_eq!(manifest["target"], TARGET);
+    assert_eq!(manifest["profile"], "release");
+    assert_eq!(manifest["source_date"], "2026-01-01T00:00:00Z");
+    assert_eq!(manifest["archive"]["name"], archive.as_str());
+    let archive_bytes = fs::read(release.join(&archive)).unwrap();
+    assert_eq!(manifest["archive"]["size"], archive_bytes.len() as u64);
+    let sha_line = fs::read_to_string(release.join(format!("{archive}.sha256"))).unwrap();
+    assert_eq!(manifest["archive"]["sha256"], &sha_line[..64]);
+
+    let extracted = tempfile::tempdir().unwrap();
+    let untar = tool(
+        extracted.path(),
+        "tar",
+        &["-xzf", release.join(&archive).to_str().unwrap()],
+    );
+    assert!(untar.status.success(), "{}", text(&untar));
+    let files = manifest["files"].as_array().unwrap();
+    assert_eq!(files.len(), expected.len());
+    for file in files {
+        let path = extracted.path().join(file["path"].as_str().unwrap());
+        let metadata = fs::metadata(&path).unwrap();
+        assert_eq!(
+            file["mode"].as_str().unwrap(),
+            format!("{:04o}", metadata.permissions().mode() & 0o7777),
+            "{path:?}"
+        );
+        if file["kind"] == "file" {
+            assert_eq!(file["size"], metadata.len(), "{path:?}");
+            let sum = tool(extracted.path(), "sha256sum", &[path.to_str().unwrap()]);
+            assert_eq!(
+                file["sha256"].as_str().unwrap(),
+                &String::from_utf8_lossy(&sum.stdout)[..64],
+                "{path:?}"
+            );
+        }
+    }
+    let text_manifest = fs::read_to_string(release.join("manifest.txt")).unwrap();
+    for line in [
+        "name: saulpos-server\n".to_owned(),
+        "version: 1.0.0\n".to_owned(),
+        format!("git_commit: {commit}\n"),
+        "git_dirty: false\n".to_owned(),
+        format!("archive: {archive}\n"),
+        format!("archive_sha256: {}\n", &sha_line[..64]),
+    ] {
+        assert!(text_manifest.contains(&line), "{line:?} in {text_manifest}");
+    }
+
+    let binary = extracted
+        .path()
+        .join("saulpos-server-1.0.0/bin/saulpos-server");
+    let version = tool(extracted.path(), binary.to_str().unwrap(), &["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("saulpos-server 1.0.0 (commit {commit}, built 2026-01-01T00:00:00Z)\n")
+    );
+    let path_inside = String::from_utf8_lossy(&fs::read(&binary).unwrap())
+        .contains(clone().dir.to_str().unwrap());
+    assert!(!path_inside, "the binary carries the checkout's path");
+
+    let verified = xtask(&clone().dir, &["verify", "1.0.0", "--json"]);
+    assert!(verified.status.success(), "{}", text(&verified));
+    let summary: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["files_checked"], 9);
+}
+
+#[test]
+fn an_invalid_version_is_refused_before_any_work_with_a_hint() {
+    let clone = clone();
+    let cases = [
+        ("v2.0.0", "drop the leading v"),
+        ("2.0", "give all three numbers"),
+        ("02.0.0", "drop the leading zeros"),
+        ("2.0.0.1", "exactly three numbers"),
+        ("1.2.3-01", "drop the leading zeros"),
+        ("2.0.0 ", "remove the spaces"),
+        ("", "give the version to release"),
+    ];
+    for (version, hint) in cases {
+        let started = Instant::now();
+        let output = xtask(&clone.dir, &["package", version]);
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{version:?}: {message}");
+        assert!(
+            message.contains(&format!("invalid release version {version:?}")),
+            "{message}"
+        );
+        assert!(message.contains(hint), "{version:?}: {message}");
+        assert!(message.contains("e.g. 2.0.0"), "{message}");
+        assert!(output.stdout.is_empty());
+        assert!(!message.contains("Compiling saulpos-server"), "{message}");
+        assert!(started.elapsed() < Duration::from_secs(60));
+        let leftovers: Vec<String> = fs::read_dir(clone.dir.join("dist"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| !name.starts_with('.') || name.contains(&format!(".{version}.")))
+            .filter(|name| name.starts_with(version) && !version.is_empty())
+            .collect();
+        assert!(leftovers.is_empty(), "{version:?} wrote {leftovers:?}");
+    }
+}
+
+#[test]
+fn a_version_already_released_is_refused_also_with_other_build_metadata() {
+    let release = release_1_0_0();
+    let before = fs::read(release.join("manifest.json")).unwrap();
+    for version in ["1.0.0", "1.0.0+rebuild.1"] {
+        let output = xtask(&clone().dir, &["package", version]);
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(
+            message.contains("is already released as") && message.contains("dist/1.0.0"),
+            "{message}"
+        );
+        assert!(message.contains("choose a new version"), "{message}");
+    }
+    assert!(!clone().dir.join("dist/1.0.0+rebuild.1").exists());
+    assert_eq!(fs::read(release.join("manifest.json")).unwrap(), before);
+}
+
+#[test]
+fn a_dirty_tree_is_refused_and_outside_git_the_flag_is_named() {
+    let dir = workspace_root().join("target/e2e/dirty-clone");
+    snapshot_workspace(&dir);
+    fs::write(dir.join("server/src/scratch.rs"), "// not committed\n").unwrap();
+    let shared_target = workspace_root().join("target/e2e/shared-target");
+    let run = |args: &[&str]| {
+        xtask_command(&dir, args)
+            .env("CARGO_TARGET_DIR", &shared_target)
+            // The clone lives inside this workspace's checkout: git must not find that one.
+            .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap())
+            .output()
+            .unwrap()
+    };
+    let output = run(&["package", "4.0.0"]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("the git tree has uncommitted changes"),
+        "{message}"
+    );
+    assert!(message.contains("?? server/src/scratch.rs"), "{message}");
+    assert!(message.contains("pass --allow-dirty"), "{message}");
+    assert!(!dir.join("dist/4.0.0").exists());
+
+    fs::remove_dir_all(dir.join(".git")).unwrap();
+    let output = run(&["package", "4.0.0"]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("is not a git checkout"), "{message}");
+    assert!(message.contains("--allow-no-git"), "{message}");
+    assert!(!dir.join("dist/4.0.0").exists());
+}
+
+#[test]
+fn verify_catches_a_flipped_byte_in_every_file_of_a_release() {
+    let release = release_1_0_0();
+    let archive = archive_name("1.0.0");
+    let copies = tempfile::tempdir().unwrap();
+    let copy = copies.path().join("1.0.0");
+    fs::create_dir(&copy).unwrap();
+    for entry in fs::read_dir(release).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let dist = copies.path().to_str().unwrap();
+    let ok = xtask(&clone().dir, &["verify", "1.0.0", "--dist", dist]);
+    assert!(ok.status.success(), "{}", text(&ok));
+
+    for (name, expected) in [
+        (archive.clone(), "the archive's sha256 is"),
+        (format!("{archive}.sha256"), "the checksum file"),
+        ("manifest.txt".to_owned(), "manifest.txt line"),
+        ("manifest.json".to_owned(), "problem:"),
+    ] {
+        let path = copy.join(&name);
+        let original = fs::read(&path).unwrap();
+        let mut flipped = original.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0x01;
+        fs::write(&path, &flipped).unwrap();
+        let output = xtask(&clone().dir, &["verify", "1.0.0", "--dist", dist]);
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{name}: {message}");
+        assert!(message.contains(expected), "{name}: {message}");
+        assert!(
+            message.contains("do not ship or deploy it"),
+            "{name}: {message}"
+        );
+        fs::write(&path, original).unwrap();
+    }
+
+    let output = xtask(&clone().dir, &["verify", "9.9.9", "--dist", dist]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        message.contains("version 9.9.9 is not packaged")
+            && message.contains("packaged versions: 1.0.0"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_package_killed_mid_way_leaves_no_release_folder_and_the_next_run_succeeds() {
+    let clone = clone();
+    let _guard = lock(clone);
+    // A dirty tree, packaged on purpose: the manifest must say so.
+    let scratch = clone.dir.join("server/scratch-note.md");
+    fs::write(&scratch, "uncommitted\n").unwrap();
+    let dist = clone.dir.join("dist");
+    let mut child = xtask_command(&clone.dir, &["package", "1.1.0", "--allow-dirty"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // Wait until the release is being written, then kill the whole process group.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let partial = loop {
+        let found = fs::read_dir(&dist)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .find(|name| name.starts_with(".1.1.0.partial-"));
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "package never started writing");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "package ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait().unwrap();
+    assert!(
+        !dist.join("1.1.0").exists(),
+        "a killed package left dist/1.1.0"
+    );
+
+    let output = xtask(&clone.dir, &["package", "1.1.0", "--allow-dirty"]);
+    fs::remove_file(&scratch).unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        !dist.join(&partial).exists(),
+        "the stale {partial} was not removed"
+    );
+    let manifest = fs::read_to_string(dist.join("1.1.0/manifest.txt")).unwrap();
+    assert!(manifest.contains("git_dirty: true\n"), "{manifest}");
+    let verified = xtask(&clone.dir, &["verify", "1.1.0"]);
+    assert!(verified.status.success(), "{}", text(&verified));
+}
+
+#[test]
+fn the_same_commit_packaged_in_two_clones_gives_a_byte_identical_archive() {
+    let first = release_1_0_0();
+    // A second clone at another path, with its own target folder, another umask, other file
+    // modification times and another file creation order.
+    let second = workspace_root().join("target/e2e/elsewhere/deeper/repro-clone");
+    if second.exists() {
+        for entry in fs::read_dir(&second).unwrap().flatten() {
+            if entry.file_name() != "target" {
+                let path = entry.path();
+                if path.is_dir() {
+                    fs::remove_dir_all(path).unwrap();
+                } else {
+                    fs::remove_file(path).unwrap();
+                }
+            }
+        }
+        fs::remove_dir(second.join(".git")).ok();
+    }
+    fs::create_dir_all(second.parent().unwrap()).unwrap();
+    let cloned = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 077 && git clone -q --no-local {} {}.tmp && cp -a {}.tmp/. {} && rm -rf {}.tmp && touch -d '2001-02-03 04:05:06' {}/server/config/*.toml {}/server/src/*.rs",
+            clone().dir.display(),
+            second.display(),
+            second.display(),
+            second.display(),
+            second.display(),
+            second.display(),
+            second.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(cloned.status.success(), "{}", text(&cloned));
+    let cargo = xtask_command(&second, &[]).get_program().to_owned();
+    let output = std::process::Command::new("sh")
+        .args(["-c", "umask 077 && exec \"$0\" xtask package 1.0.0"])
+        .arg(cargo)
+        .current_dir(&second)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let archive = archive_name("1.0.0");
+    let first_bytes = fs::read(first.join(&archive)).unwrap();
+    let second_bytes = fs::read(second.join("dist/1.0.0").join(&archive)).unwrap();
+    assert!(
+        first_bytes == second_bytes,
+        "the archives differ: {} bytes vs {} bytes",
+        first_bytes.len(),
+        second_bytes.len()
+    );
+    assert_eq!(
+        fs::read_to_string(first.join(format!("{archive}.sha256"))).unwrap(),
+        fs::read_to_string(second.join(format!("dist/1.0.0/{archive}.sha256"))).unwrap()
+    );
+}

@@ -1,0 +1,53 @@
+//! `cargo xtask`: release and operations tasks for the SaulPOS server.
+//!
+//! This file only parses flags and dispatches; each subcommand is a module of its own.
+
+mod archive;
+mod backup;
+mod checksum;
+mod dist;
+mod durable;
+mod flags;
+mod git;
+mod manifest;
+mod package;
+mod postgres;
+mod release_version;
+mod restore;
+mod utc;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let flags = flags::Xtask::parse();
+    match run(flags) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(flags: flags::Xtask) -> anyhow::Result<()> {
+    let sh = &xshell::Shell::new()?;
+    sh.change_dir(project_root());
+    match flags.command {
+        flags::Command::Package(cmd) => cmd.run(sh),
+        flags::Command::Verify(cmd) => cmd.run(sh),
+        flags::Command::Backup(cmd) => cmd.run(sh),
+        flags::Command::Restore(cmd) => cmd.run(sh),
+    }
+}
+
+/// The workspace root: the folder above this crate.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_owned()
+}

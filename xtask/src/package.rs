@@ -1,0 +1,383 @@
+//! `cargo xtask package <version>`: build the server with the version embedded and write a
+//! reproducible release into `dist/<version>/`, all at once or not at all.
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use xshell::{Shell, cmd};
+
+use crate::archive::{self, Entry};
+use crate::checksum::{self, HashingWriter};
+use crate::durable::{self, StagingDir};
+use crate::manifest::{self, ArchiveFacts, FileFacts, Manifest};
+use crate::{dist, flags, git, project_root, release_version, utc};
+
+impl flags::Package {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let version = release_version::parse(&self.version)?;
+        let dist_dir = dist::root();
+        let release_dir = dist_dir.join(version.to_string());
+        if let Some(existing) = dist::versions(&dist_dir)
+            .into_iter()
+            .find(|existing| release_version::same_release(existing, &version))
+        {
+            bail!(
+                "version {version} is already released as {}: a release is never overwritten; choose a new version (e.g. bump the patch number), or delete that folder if it was never shipped",
+                dist_dir.join(existing.to_string()).display()
+            );
+        }
+        if release_dir.exists() {
+            bail!(
+                "{} exists but is no complete release; remove it and package again",
+                release_dir.display()
+            );
+        }
+
+        let source = self.inspect_source(sh)?;
+        step(
+            started,
+            &format!(
+                "version {version}, commit {}{}",
+                source.commit,
+                if source.dirty { " (dirty)" } else { "" }
+            ),
+        );
+
+        let toolchain = Toolchain::detect(sh)?;
+        let binary = build(sh, &version.to_string(), &source, &toolchain)?;
+        step(
+            started,
+            &format!("built {} for {}", binary.display(), toolchain.target),
+        );
+
+        fs::create_dir_all(&dist_dir)
+            .with_context(|| format!("cannot create {}", dist_dir.display()))?;
+        durable::remove_stale_partials(&dist_dir, &format!("{version}.partial-"))?;
+        let staging = StagingDir::new(&release_dir)?;
+        let version_text = version.to_string();
+        let mut entries = release_entries(&version_text, &binary, &source, &toolchain)?;
+        let archive_name = dist::archive_name(&version_text, &toolchain.target);
+        let archive_facts =
+            write_archive(staging.path(), &archive_name, &mut entries, source.date)?;
+        step(
+            started,
+            &format!(
+                "archived {} ({} bytes, sha256 {})",
+                archive_name, archive_facts.size, archive_facts.sha256
+            ),
+        );
+
+        let manifest = Manifest {
+            name: "saulpos-server".to_owned(),
+            version: version_text.clone(),
+            git_commit: source.commit.clone(),
+            git_dirty: source.dirty,
+            build_time: utc::rfc3339(utc::now()),
+            source_date: utc::rfc3339(source.date),
+            rustc: toolchain.rustc.clone(),
+            target: toolchain.target.clone(),
+            profile: "release".to_owned(),
+            archive: archive_facts,
+            files: entries.iter().map(file_facts).collect(),
+        };
+        let checksum_name = format!("{archive_name}.sha256");
+        write_synced(
+            &staging.path().join(&checksum_name),
+            checksum::line(&manifest.archive.sha256, &archive_name).as_bytes(),
+        )?;
+        write_synced(
+            &staging.path().join(manifest::TEXT_NAME),
+            manifest.to_text().as_bytes(),
+        )?;
+        write_synced(
+            &staging.path().join(manifest::JSON_NAME),
+            manifest.to_json_text().as_bytes(),
+        )?;
+        staging.commit(&release_dir)?;
+        step(started, &format!("wrote {}", release_dir.display()));
+
+        if self.json {
+            let summary = json!({
+                "version": version_text,
+                "directory": release_dir,
+                "archive": {
+                    "path": release_dir.join(&archive_name),
+                    "size": manifest.archive.size,
+                    "sha256": manifest.archive.sha256,
+                },
+                "checksum_file": release_dir.join(&checksum_name),
+                "manifest_txt": release_dir.join(manifest::TEXT_NAME),
+                "manifest_json": release_dir.join(manifest::JSON_NAME),
+                "git_commit": manifest.git_commit,
+                "git_dirty": manifest.git_dirty,
+                "target": manifest.target,
+                "files": manifest.files.len(),
+            });
+            println!("{summary}");
+        }
+        Ok(())
+    }
+
+    fn inspect_source(&self, sh: &Shell) -> anyhow::Result<Source> {
+        let epoch_override = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(text) => Some(text.trim().parse::<i64>().ok().filter(|epoch| *epoch >= 0).with_context(|| {
+                format!("SOURCE_DATE_EPOCH={text:?} is not a number of seconds since 1970; unset it or give e.g. 1767225600")
+            })?),
+            Err(_) => None,
+        };
+        match git::inspect(sh)? {
+            None if !self.allow_no_git => bail!(
+                "{} is not a git checkout, so the release cannot record its commit; package from a clone, or pass --allow-no-git (the manifest then says commit \"none\")",
+                project_root().display()
+            ),
+            None => Ok(Source {
+                commit: "none".to_owned(),
+                dirty: true,
+                date: epoch_override.unwrap_or(0),
+            }),
+            Some(checkout) if checkout.dirty && !self.allow_dirty => {
+                let shown: Vec<&str> = checkout
+                    .changes
+                    .iter()
+                    .take(10)
+                    .map(String::as_str)
+                    .collect();
+                bail!(
+                    "the git tree has uncommitted changes, so the release would not match commit {}:\n  {}{}\ncommit or stash them, or pass --allow-dirty (recorded in the manifest)",
+                    checkout.commit,
+                    shown.join("\n  "),
+                    if checkout.changes.len() > 10 {
+                        "\n  ..."
+                    } else {
+                        ""
+                    }
+                )
+            }
+            Some(checkout) => Ok(Source {
+                commit: checkout.commit,
+                dirty: checkout.dirty,
+                date: epoch_override.unwrap_or(checkout.commit_time),
+            }),
+        }
+    }
+}
+
+/// What the release is built from.
+struct Source {
+    commit: String,
+    dirty: bool,
+    /// Unix seconds: the commit time or SOURCE_DATE_EPOCH.
+    date: i64,
+}
+
+struct Toolchain {
+    rustc: String,
+    target: String,
+}
+
+impl Toolchain {
+    fn detect(sh: &Shell) -> anyhow::Result<Toolchain> {
+        let rustc = cmd!(sh, "rustc --version")
+            .quiet()
+            .read()
+            .context("cannot run rustc; install Rust with rustup")?;
+        let verbose = cmd!(sh, "rustc -vV").quiet().read()?;
+        let target = verbose
+            .lines()
+            .find_map(|line| line.strip_prefix("host: "))
+            .context("rustc -vV names no host target")?
+            .to_owned();
+        Ok(Toolchain { rustc, target })
+    }
+}
+
+/// The target folder for release builds: apart from the everyday one, because the path
+/// remapping flags would otherwise rebuild everything each time.
+pub fn package_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"))
+        .join("package")
+}
+
+/// Builds the server in release mode with the version embedded; returns the binary's path.
+fn build(
+    sh: &Shell,
+    version: &str,
+    source: &Source,
+    toolchain: &Toolchain,
+) -> anyhow::Result<PathBuf> {
+    let target_dir = package_target_dir();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .unwrap_or_default();
+    // The binary must not carry the checkout's path: the same commit built anywhere is the same.
+    // The last matching mapping wins, so the target folder goes after the workspace.
+    let rustflags = [
+        format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
+        format!("--remap-path-prefix={}=/saulpos", project_root().display()),
+        format!("--remap-path-prefix={}=/target", target_dir.display()),
+    ]
+    .join("\u{1f}");
+    let commit = if source.dirty && source.commit != "none" {
+        format!("{}-dirty", source.commit)
+    } else {
+        source.commit.clone()
+    };
+    let target = &toolchain.target;
+    cmd!(
+        sh,
+        "cargo build --release --locked --package saulpos-server --bin saulpos-server --target {target} --target-dir {target_dir}"
+    )
+    .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+    .env("SAULPOS_RELEASE_VERSION", version)
+    .env("SAULPOS_GIT_COMMIT", commit)
+    .env("SAULPOS_BUILD_TIME", utc::rfc3339(source.date))
+    .env_remove("RUSTFLAGS")
+    .run()
+    .context("cannot build saulpos-server in release mode (cargo's message is above)")?;
+    Ok(target_dir
+        .join(target)
+        .join("release")
+        .join("saulpos-server"))
+}
+
+/// Everything the archive holds, under `saulpos-server-<version>/`.
+fn release_entries(
+    version: &str,
+    binary: &Path,
+    source: &Source,
+    toolchain: &Toolchain,
+) -> anyhow::Result<Vec<Entry>> {
+    let top = dist::top_folder(version);
+    let folder = |path: String| Entry {
+        path,
+        mode: 0o755,
+        contents: None,
+    };
+    let mut entries = vec![
+        folder(top.clone()),
+        folder(format!("{top}/bin")),
+        folder(format!("{top}/config")),
+        Entry {
+            path: format!("{top}/bin/saulpos-server"),
+            mode: 0o755,
+            contents: Some(
+                fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?,
+            ),
+        },
+        Entry {
+            path: format!("{top}/README.md"),
+            mode: 0o644,
+            contents: Some(release_readme(version, source, toolchain).into_bytes()),
+        },
+    ];
+    let config_dir = project_root().join("server/config");
+    let mut names: Vec<String> = fs::read_dir(&config_dir)
+        .with_context(|| format!("cannot list {}", config_dir.display()))?
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("application") && name.ends_with(".toml"))
+        .collect();
+    names.sort();
+    for name in names {
+        let path = config_dir.join(&name);
+        entries.push(Entry {
+            path: format!("{top}/config/{name}"),
+            mode: 0o644,
+            contents: Some(
+                fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+        });
+    }
+    Ok(entries)
+}
+
+fn release_readme(version: &str, source: &Source, toolchain: &Toolchain) -> String {
+    format!(
+        "# saulpos-server {version}\n\n\
+         Built from commit {commit} (source date {date}) for {target}.\n\n\
+         - `bin/saulpos-server`: the server; `bin/saulpos-server --version` names this release.\n\
+         - `config/`: `application.toml` and the `dev`, `staging` and `prod` profiles.\n\n\
+         Start it with the profile and database in the environment:\n\n\
+         ```sh\n\
+         export SAULPOS_PROFILE=staging SAULPOS_DB_URL=postgres://db:5432/saulpos\n\
+         export SAULPOS_DB_USERNAME=saulpos SAULPOS_DB_PASSWORD=...   # never on a command line\n\
+         bin/saulpos-server\n\
+         ```\n\n\
+         `cargo xtask deploy <env> {version} <dest>` lays this release out with a `run.sh`; the\n\
+         runbooks in the workspace's `docs/` say more.\n",
+        commit = source.commit,
+        date = utc::rfc3339(source.date),
+        target = toolchain.target,
+    )
+}
+
+/// Writes the archive into `folder`, hashing it as it is written; returns its facts.
+fn write_archive(
+    folder: &Path,
+    name: &str,
+    entries: &mut [Entry],
+    source_date: i64,
+) -> anyhow::Result<ArchiveFacts> {
+    let path = folder.join(name);
+    let file =
+        fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    archive::write_tar_gz(
+        entries,
+        source_date.max(0) as u64,
+        archive::LEVEL,
+        &mut writer,
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    let (buffered, sha256, size) = writer.finish();
+    let file = buffered
+        .into_inner()
+        .map_err(|error| error.into_error())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))?;
+    Ok(ArchiveFacts {
+        name: name.to_owned(),
+        size,
+        sha256,
+    })
+}
+
+fn file_facts(entry: &Entry) -> FileFacts {
+    match &entry.contents {
+        Some(bytes) => FileFacts {
+            path: entry.path.clone(),
+            kind: "file".to_owned(),
+            size: bytes.len() as u64,
+            mode: entry.mode,
+            sha256: Some(checksum::sha256_hex(bytes)),
+        },
+        None => FileFacts {
+            path: entry.path.clone(),
+            kind: "dir".to_owned(),
+            size: 0,
+            mode: entry.mode,
+            sha256: None,
+        },
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut file =
+        fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn step(started: Instant, message: &str) {
+    eprintln!("[{:>6.1}s] {message}", started.elapsed().as_secs_f64());
+}
