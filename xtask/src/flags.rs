@@ -21,6 +21,7 @@ pub enum Command {
     Verify(Verify),
     Backup(Backup),
     Restore(Restore),
+    Bench(Bench),
 }
 
 /// Build the server in release mode and write a reproducible release into dist/<version>/:
@@ -36,6 +37,9 @@ pub struct Package {
     /// Package outside a git checkout; the manifest records the commit as "none".
     #[arg(long)]
     pub allow_no_git: bool,
+    /// The folder to write the release into (default: dist/ in the workspace).
+    #[arg(long)]
+    pub dist: Option<PathBuf>,
     /// Print one JSON object describing the release on stdout when done (for CI).
     #[arg(long)]
     pub json: bool,
@@ -112,4 +116,76 @@ pub struct Restore {
     /// Print one JSON object describing the restore on stdout (for CI).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Measure our tools against the plain ones on the same input, in one run, and print a table
+/// of the figures beside their goals.
+#[derive(Args)]
+pub struct Bench {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+    /// Print the table as one JSON object on stdout instead.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum BenchWhat {
+    Server(BenchServer),
+    Package(BenchPackage),
+    Backup(BenchBackup),
+}
+
+/// Where the benches find PostgreSQL; the password, if any, comes from PGPASSWORD or ~/.pgpass.
+#[derive(Args, Clone)]
+pub struct BenchDatabase {
+    /// The PostgreSQL host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The PostgreSQL port.
+    #[arg(long, default_value_t = 5432)]
+    pub port: u16,
+    /// The user to connect as; it must be allowed to create databases.
+    #[arg(long, default_value = "postgres")]
+    pub username: String,
+}
+
+/// The server built in release mode: time from start to the first 200 from /actuator/health,
+/// idle memory, and requests per second for health and liveness on loopback.
+#[derive(Args)]
+pub struct BenchServer {
+    /// How many starts to take the median of.
+    #[arg(long, default_value_t = 7)]
+    pub starts: usize,
+    /// How long each load run lasts, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// How many keep-alive connections the load generator holds open.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    #[command(flatten)]
+    pub database: BenchDatabase,
+}
+
+/// Our archive + checksum step against `tar -czf` then `sha256sum` on the same staged files,
+/// and the wall time of `cargo xtask package` for a second version with no source change.
+#[derive(Args)]
+pub struct BenchPackage {
+    /// How many runs of each archive step to take the median of.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+}
+
+/// Our backup and restore against `pg_dump -Fc` + `sha256sum` and `sha256sum -c` +
+/// `pg_restore -j1`, on a generated database (kept as saulpos_bench for the next run).
+#[derive(Args)]
+pub struct BenchBackup {
+    /// The size of the generated database, in MB.
+    #[arg(long, default_value_t = 500)]
+    pub size_mb: u64,
+    /// The folder for the dumps (default: a temporary folder under target/).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub database: BenchDatabase,
 }

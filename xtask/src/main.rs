@@ -4,6 +4,7 @@
 
 mod archive;
 mod backup;
+mod bench;
 mod checksum;
 mod dist;
 mod durable;
@@ -41,6 +42,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Verify(cmd) => cmd.run(sh),
         flags::Command::Backup(cmd) => cmd.run(sh),
         flags::Command::Restore(cmd) => cmd.run(sh),
+        flags::Command::Bench(cmd) => cmd.run(sh),
     }
 }
 

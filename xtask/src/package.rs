@@ -20,7 +20,7 @@ impl flags::Package {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
         let version = release_version::parse(&self.version)?;
-        let dist_dir = dist::root();
+        let dist_dir = self.dist.clone().unwrap_or_else(dist::root);
         let release_dir = dist_dir.join(version.to_string());
         if let Some(existing) = dist::versions(&dist_dir)
             .into_iter()
@@ -320,7 +320,7 @@ fn release_readme(version: &str, source: &Source, toolchain: &Toolchain) -> Stri
 }
 
 /// Writes the archive into `folder`, hashing it as it is written; returns its facts.
-fn write_archive(
+pub fn write_archive(
     folder: &Path,
     name: &str,
     entries: &mut [Entry],
