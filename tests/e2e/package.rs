@@ -321,9 +321,18 @@ fn verify_catches_a_flipped_byte_in_every_file_of_a_release() {
 fn a_package_killed_mid_way_leaves_no_release_folder_and_the_next_run_succeeds() {
     let clone = clone();
     let _guard = lock(clone);
-    // A dirty tree, packaged on purpose: the manifest must say so.
-    let scratch = clone.dir.join("server/scratch-note.md");
-    fs::write(&scratch, "uncommitted\n").unwrap();
+    // A dirty tree, packaged on purpose: the manifest must say so. And a config profile that
+    // is a FIFO: package blocks reading it while it writes the release, so the kill lands
+    // mid-way every time, whatever the machine's speed.
+    let note = clone.dir.join("server/scratch-note.md");
+    let fifo = clone.dir.join("server/config/application-zz-blocking.toml");
+    let scratch = Scratch(vec![note.clone(), fifo.clone()]);
+    fs::write(&note, "uncommitted\n").unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
     let dist = clone.dir.join("dist");
     let mut child = xtask_command(&clone.dir, &["package", "1.1.0", "--allow-dirty"])
         .stdout(Stdio::null())
@@ -335,7 +344,8 @@ fn a_package_killed_mid_way_leaves_no_release_folder_and_the_next_run_succeeds()
     let deadline = Instant::now() + Duration::from_secs(900);
     let partial = loop {
         let found = fs::read_dir(&dist)
-            .unwrap()
+            .into_iter()
+            .flatten()
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
             .find(|name| name.starts_with(".1.1.0.partial-"));
         if let Some(found) = found {
@@ -346,7 +356,7 @@ fn a_package_killed_mid_way_leaves_no_release_folder_and_the_next_run_succeeds()
             child.try_wait().unwrap().is_none(),
             "package ended before it could be killed"
         );
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(20));
     };
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &format!("-{}", child.id())])
@@ -358,9 +368,10 @@ fn a_package_killed_mid_way_leaves_no_release_folder_and_the_next_run_succeeds()
         !dist.join("1.1.0").exists(),
         "a killed package left dist/1.1.0"
     );
+    fs::remove_file(&fifo).unwrap();
 
     let output = xtask(&clone.dir, &["package", "1.1.0", "--allow-dirty"]);
-    fs::remove_file(&scratch).unwrap();
+    drop(scratch);
     assert!(output.status.success(), "{}", text(&output));
     assert!(
         !dist.join(&partial).exists(),
@@ -368,8 +379,21 @@ fn a_package_killed_mid_way_leaves_no_release_folder_and_the_next_run_succeeds()
     );
     let manifest = fs::read_to_string(dist.join("1.1.0/manifest.txt")).unwrap();
     assert!(manifest.contains("git_dirty: true\n"), "{manifest}");
+    assert!(!manifest.contains("zz-blocking"), "{manifest}");
     let verified = xtask(&clone.dir, &["verify", "1.1.0"]);
     assert!(verified.status.success(), "{}", text(&verified));
+}
+
+/// Files a test put into the shared clone, removed when it ends, even when it fails, so that
+/// the other tests see a clean tree.
+struct Scratch(Vec<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 #[test]

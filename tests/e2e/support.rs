@@ -29,7 +29,11 @@ pub fn psql(database: &str, sql: &str) -> String {
             "postgres",
         ])
         .arg("-d")
-        .arg(database)
+        // A conninfo string, so that any database name (spaces, quotes, `=`) means itself.
+        .arg(format!(
+            "dbname='{}'",
+            database.replace('\\', "\\\\").replace('\'', "\\'")
+        ))
         .arg("-c")
         .arg(sql)
         .output()

@@ -83,7 +83,23 @@ pub fn line(digest: &str, file_name: &str) -> String {
     format!("{digest}  {file_name}\n")
 }
 
-/// Reads a one-file checksum file: the digest and the file name it names.
+/// Reads the checksum file at `path` (a few KiB at most; anything else is no checksum file):
+/// the digest and the file name it names.
+pub fn read(path: &Path) -> anyhow::Result<(String, String)> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(64 * 1024).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read checksum file {}", path.display()))?;
+    match String::from_utf8(bytes) {
+        Ok(text) if text.len() < 64 * 1024 => parse(&text, path),
+        _ => bail!(
+            "{} is not a checksum file: expected `<64 hex digits>  <file name>`",
+            path.display()
+        ),
+    }
+}
+
+/// Parses a one-file checksum file: the digest and the file name it names.
 pub fn parse(text: &str, origin: &Path) -> anyhow::Result<(String, String)> {
     let lines: Vec<&str> = text
         .lines()

@@ -29,9 +29,7 @@ impl flags::Restore {
         };
 
         // 1. Nothing is touched until the dump is known to be the one that was backed up.
-        let (recorded, named) = fs::read_to_string(&self.checksum_file)
-            .with_context(|| format!("cannot read checksum file {}", self.checksum_file.display()))
-            .and_then(|text| checksum::parse(&text, &self.checksum_file))?;
+        let (recorded, named) = checksum::read(&self.checksum_file)?;
         let backup_name = self
             .backup_file
             .file_name()

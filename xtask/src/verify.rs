@@ -106,10 +106,7 @@ pub fn check_release(dir: &Path, version: &str) -> Checked {
 
     let archive_path = dir.join(&manifest.archive.name);
     let checksum_path = dir.join(format!("{}.sha256", manifest.archive.name));
-    match fs::read_to_string(&checksum_path)
-        .map_err(anyhow::Error::from)
-        .and_then(|text| checksum::parse(&text, &checksum_path))
-    {
+    match checksum::read(&checksum_path) {
         Err(error) => problems.push(format!(
             "checksum file {}: {error:#}",
             checksum_path.display()
