@@ -2,6 +2,7 @@
 //! PostgreSQL. Each test makes its own database and its own folders.
 
 mod backup;
+mod deploy;
 mod package;
 mod server;
 mod support;

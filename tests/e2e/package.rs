@@ -15,7 +15,7 @@ use crate::support::{
 const TARGET: &str = env!("E2E_HOST_TARGET");
 
 /// Version 1.0.0, packaged once for all the tests that read it; returns its folder.
-fn release_1_0_0() -> &'static Path {
+pub fn release_1_0_0() -> &'static Path {
     static RELEASE: OnceLock<PathBuf> = OnceLock::new();
     RELEASE.get_or_init(|| {
         let clone = clone();
@@ -36,7 +36,7 @@ fn release_1_0_0() -> &'static Path {
     })
 }
 
-fn archive_name(version: &str) -> String {
+pub fn archive_name(version: &str) -> String {
     format!("saulpos-server-{version}-{TARGET}.tar.gz")
 }
 
@@ -286,7 +286,7 @@ fn verify_catches_a_flipped_byte_in_every_file_of_a_release() {
 
     for (name, expected) in [
         (archive.clone(), "the archive's sha256 is"),
-        (format!("{archive}.sha256"), "the checksum file"),
+        (format!("{archive}.sha256"), "checksum file"),
         ("manifest.txt".to_owned(), "manifest.txt line"),
         ("manifest.json".to_owned(), "problem:"),
     ] {
@@ -359,7 +359,8 @@ fn a_package_killed_mid_way_leaves_no_release_folder_and_the_next_run_succeeds()
         std::thread::sleep(Duration::from_millis(20));
     };
     let killed = std::process::Command::new("kill")
-        .args(["-KILL", &format!("-{}", child.id())])
+        // `kill -KILL -PGID` is taken for other options by procps' kill; `--` is reliable.
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
         .status()
         .unwrap();
     assert!(killed.success());

@@ -1,6 +1,7 @@
 //! The command line of `cargo xtask`: every subcommand and every argument, with its help.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -21,6 +22,11 @@ pub enum Command {
     Verify(Verify),
     Backup(Backup),
     Restore(Restore),
+    Deploy(Deploy),
+    Rollback(Rollback),
+    Status(Status),
+    Health(Health),
+    Smoke(Smoke),
     Bench(Bench),
 }
 
@@ -188,4 +194,132 @@ pub struct BenchBackup {
     pub work_dir: Option<PathBuf>,
     #[command(flatten)]
     pub database: BenchDatabase,
+}
+
+/// Wait until the server's /actuator/health says UP (and, if asked, /actuator/info names the
+/// expected version), then print the health JSON. Exits non-zero on timeout, naming the last
+/// status or error.
+#[derive(Args)]
+pub struct Health {
+    /// The server's base URL, e.g. http://localhost:8080.
+    #[arg(long)]
+    pub url: String,
+    /// How long to keep polling: e.g. 60s, 2m, 500ms (a bare number is seconds).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The pause between polls.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Wait also until /actuator/info reports this version (after a deploy or a rollback).
+    #[arg(long)]
+    pub expect_version: Option<String>,
+    /// Print one JSON object with the outcome on stdout, also on failure.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The card's smoke checks against a running server: health UP, info's version (and profile),
+/// a product lookup (a demo SKU in dev; the 404 path in staging and prod), and a checkout
+/// dry-run outside prod (priced in dev; refused with 422 for an unknown SKU in staging). One
+/// line per check with its time; exits non-zero if any fails. Nothing is written.
+#[derive(Args)]
+pub struct Smoke {
+    /// The server's base URL, e.g. http://localhost:8080.
+    #[arg(long)]
+    pub url: String,
+    /// Fail unless /actuator/info reports this version.
+    #[arg(long)]
+    pub expect_version: Option<String>,
+    /// How long each request may take.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Print the checks as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `60s`, `2m`, `500ms`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. 60s, 2m or 500ms"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Deploy a packaged release to an environment: verify it against its checksum and manifest,
+/// extract it safely into <dest>/saulpos-<env>/releases/<version>/, write run.sh, an example
+/// environment file and a systemd unit, and switch the live link to it atomically.
+#[derive(Args)]
+pub struct Deploy {
+    /// The environment: dev, staging or prod (run.sh starts the server with that profile).
+    pub env: String,
+    /// The version to deploy; it must be packaged in dist/.
+    pub version: String,
+    /// The folder that holds the payloads, e.g. /opt/saulpos; it must exist.
+    pub dest: PathBuf,
+    /// How many releases to keep in the payload (never fewer than the live one and the one
+    /// before it).
+    #[arg(long, default_value_t = 5)]
+    pub keep: usize,
+    /// Why, for the deploy history (e.g. a change ticket).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// The folder holding the releases (default: dist/ in the workspace).
+    #[arg(long)]
+    pub dist: Option<PathBuf>,
+    /// Print one JSON object describing the deploy on stdout (for CI).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Switch an environment back to the release before the live one (or the one named), after
+/// re-verifying its files; record the reason; print the next steps (restart, and the restore
+/// command if the data must go back too).
+#[derive(Args)]
+pub struct Rollback {
+    /// The environment: dev, staging or prod.
+    pub env: String,
+    /// The folder that holds the payloads, as given to deploy.
+    pub dest: PathBuf,
+    /// The version to go back to (default: the release live before the current one).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Why, for the deploy history (e.g. the incident number).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Print one JSON object describing the rollback on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Show an environment's live and previous releases, the releases kept, and the end of the
+/// deploy history.
+#[derive(Args)]
+pub struct Status {
+    /// The environment: dev, staging or prod.
+    pub env: String,
+    /// The folder that holds the payloads, as given to deploy.
+    pub dest: PathBuf,
+    /// How many history lines to show.
+    #[arg(long, default_value_t = 10)]
+    pub history: usize,
+    /// Print it as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -6,15 +6,23 @@ mod archive;
 mod backup;
 mod bench;
 mod checksum;
+mod deploy;
 mod dist;
 mod durable;
+mod extract;
 mod flags;
 mod git;
+mod health;
+mod http;
 mod manifest;
 mod package;
+mod payload;
 mod postgres;
 mod release_version;
 mod restore;
+mod rollback;
+mod smoke;
+mod status;
 mod utc;
 mod verify;
 
@@ -42,6 +50,11 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Verify(cmd) => cmd.run(sh),
         flags::Command::Backup(cmd) => cmd.run(sh),
         flags::Command::Restore(cmd) => cmd.run(sh),
+        flags::Command::Deploy(cmd) => cmd.run(sh),
+        flags::Command::Rollback(cmd) => cmd.run(sh),
+        flags::Command::Status(cmd) => cmd.run(sh),
+        flags::Command::Health(cmd) => cmd.run(),
+        flags::Command::Smoke(cmd) => cmd.run(),
         flags::Command::Bench(cmd) => cmd.run(sh),
     }
 }

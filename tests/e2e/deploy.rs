@@ -1,0 +1,531 @@
+//! `cargo xtask deploy`, `run.sh`, `health`, `smoke`, `rollback` and `status`, end to end: real
+//! releases packaged in the snapshot clone, a real server started by run.sh on PostgreSQL.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::package::{archive_name, release_1_0_0};
+use crate::support::{TestDb, clone, free_port, lock, text, xtask};
+
+/// Version 1.2.0, packaged once for the tests that need a second release.
+fn release_1_2_0() -> &'static Path {
+    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
+    RELEASE.get_or_init(|| {
+        release_1_0_0();
+        let clone = clone();
+        let _guard = lock(clone);
+        let output = xtask(&clone.dir, &["package", "1.2.0"]);
+        assert!(output.status.success(), "package 1.2.0: {}", text(&output));
+        clone.dir.join("dist/1.2.0")
+    })
+}
+
+fn run(args: &[&str]) -> Output {
+    xtask(&clone().dir, args)
+}
+
+fn deploy(env: &str, version: &str, dest: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["deploy", env, version, dest.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// `run.sh` started with only `envs` from the SAULPOS_ family, like an operator's shell.
+fn start_run_sh(payload: &Path, envs: &[(&str, String)]) -> Child {
+    let mut command = Command::new(payload.join("run.sh"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("SAULPOS_") || name.starts_with("PG") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .envs(envs.iter().map(|(name, value)| (name, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command.spawn().unwrap()
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn live(payload: &Path) -> String {
+    fs::read_link(payload.join("current"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
+    let (first, _) = (release_1_0_0(), release_1_2_0());
+    assert!(first.is_dir());
+    let db = TestDb::new("deploy_cycle");
+    let dest = tempfile::tempdir().unwrap();
+    let payload = dest.path().join("saulpos-staging");
+
+    let output = deploy(
+        "staging",
+        "1.0.0",
+        dest.path(),
+        &["--reason", "first install"],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(live(&payload), "releases/1.0.0");
+    let run_sh = payload.join("run.sh");
+    assert_eq!(
+        fs::metadata(&run_sh).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    assert!(payload.join("releases/1.0.0/bin/saulpos-server").is_file());
+    assert!(
+        payload
+            .join("releases/1.0.0/config/application-staging.toml")
+            .is_file()
+    );
+    let manifest = fs::read_to_string(payload.join("manifest.txt")).unwrap();
+    assert!(manifest.contains("version: 1.0.0\n"), "{manifest}");
+    let example = fs::read_to_string(payload.join("saulpos.env.example")).unwrap();
+    for name in [
+        "SAULPOS_DB_URL",
+        "SAULPOS_DB_USERNAME",
+        "SAULPOS_DB_PASSWORD",
+        "SAULPOS_SERVER_PORT",
+        "SAULPOS_SERVER_ADDRESS",
+        "SAULPOS_DB_POOL_SIZE",
+        "SAULPOS_HEALTH_TIMEOUT_MS",
+        "SAULPOS_LOG_FORMAT",
+        "SAULPOS_LOG_LEVEL",
+    ] {
+        assert!(
+            example.contains(&format!("{name}=")),
+            "{name} missing:\n{example}"
+        );
+    }
+    let unit = fs::read_to_string(payload.join("saulpos-staging.service")).unwrap();
+    assert!(
+        unit.contains(&format!("ExecStart={}", run_sh.display())),
+        "{unit}"
+    );
+    assert!(unit.contains("NoNewPrivileges=yes") && unit.contains("KillSignal=SIGTERM"));
+
+    // Without its variables, run.sh names every missing one and starts nothing.
+    let mut bare = start_run_sh(&payload, &[]);
+    let status = bare.wait().unwrap();
+    let mut message = String::new();
+    std::io::Read::read_to_string(bare.stderr.as_mut().unwrap(), &mut message).unwrap();
+    assert_eq!(status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("SAULPOS_DB_URL SAULPOS_DB_USERNAME SAULPOS_DB_PASSWORD"),
+        "{message}"
+    );
+
+    // With them (from saulpos.env, as an operator sets it up), the server comes up.
+    let port = free_port();
+    fs::write(
+        payload.join("saulpos.env"),
+        format!(
+            "SAULPOS_DB_URL=postgres://127.0.0.1:5432/{}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_DB_PASSWORD='s3cret:@/#%'\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
+            db.name
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        payload.join("saulpos.env"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = start_run_sh(&payload, &[]);
+    let health = run(&[
+        "health",
+        "--url",
+        &url,
+        "--timeout",
+        "60s",
+        "--expect-version",
+        "1.0.0",
+    ]);
+    assert!(health.status.success(), "{}", text(&health));
+    let body: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert_eq!(body["status"], "UP", "{body}");
+    let smoke = run(&["smoke", "--url", &url, "--expect-version", "1.0.0"]);
+    let report = text(&smoke);
+    assert!(smoke.status.success(), "{report}");
+    assert!(
+        report.contains("PASS product lookup (404 path)"),
+        "{report}"
+    );
+    assert!(report.contains("PASS checkout dry-run"), "{report}");
+    let log = fs::read_to_string(payload.join("logs/saulpos.log")).unwrap();
+    assert!(!log.is_empty() && !log.contains("s3cret"), "{log}");
+
+    // Upgrade: deploy 1.2.0, restart, and health sees the new version.
+    let output = deploy("staging", "1.2.0", dest.path(), &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(live(&payload), "releases/1.2.0");
+    stop(&mut server);
+    let mut server = start_run_sh(&payload, &[]);
+    let health = run(&[
+        "health",
+        "--url",
+        &url,
+        "--timeout",
+        "60s",
+        "--expect-version",
+        "1.2.0",
+    ]);
+    assert!(health.status.success(), "{}", text(&health));
+
+    // Roll back: the previous release, with the reason recorded and the next steps printed.
+    let output = run(&[
+        "rollback",
+        "staging",
+        dest.path().to_str().unwrap(),
+        "--reason",
+        "INC-42 checkout errors",
+    ]);
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(message.contains("from 1.2.0 to 1.0.0"), "{message}");
+    assert!(
+        message.contains("systemctl restart saulpos-staging"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "cargo xtask restore 127.0.0.1 5432 {} postgres",
+            db.name
+        )),
+        "{message}"
+    );
+    assert_eq!(live(&payload), "releases/1.0.0");
+    stop(&mut server);
+    let mut server = start_run_sh(&payload, &[]);
+    let health = run(&[
+        "health",
+        "--url",
+        &url,
+        "--timeout",
+        "60s",
+        "--expect-version",
+        "1.0.0",
+    ]);
+    assert!(health.status.success(), "{}", text(&health));
+    stop(&mut server);
+
+    let status = run(&["status", "staging", dest.path().to_str().unwrap(), "--json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["live"], "1.0.0");
+    assert_eq!(status["previous"], "1.2.0");
+    assert_eq!(status["kept"], serde_json::json!(["1.0.0", "1.2.0"]));
+    let history = fs::read_to_string(payload.join("history.log")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(last["action"], "rollback");
+    assert_eq!(last["from"], "1.2.0");
+    assert_eq!(last["to"], "1.0.0");
+    assert_eq!(last["reason"], "INC-42 checkout errors");
+    assert!(!history.contains("s3cret"));
+}
+
+/// The payload's files and the link target, to show that nothing changed.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(path) = pending.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.file_type().is_symlink() {
+            found.push((
+                path.clone(),
+                fs::read_link(&path)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            ));
+        } else if meta.is_dir() {
+            for entry in fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+        } else {
+            found.push((path.clone(), fs::read(&path).unwrap()));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A copy of release 1.0.0's folder in a dist of its own.
+fn copy_release(dist: &Path, from: &Path, version: &str) -> PathBuf {
+    let copy = dist.join(version);
+    fs::create_dir_all(&copy).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn a_tampered_or_hostile_archive_is_refused_and_nothing_changes() {
+    let good = release_1_0_0();
+    let dest = tempfile::tempdir().unwrap();
+    let payload = dest.path().join("saulpos-prod");
+    let output = deploy("prod", "1.0.0", dest.path(), &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let before = snapshot(dest.path());
+
+    // Tampered: one flipped byte in the archive.
+    let dist = tempfile::tempdir().unwrap();
+    let tampered = copy_release(dist.path(), good, "1.0.0");
+    let archive = tampered.join(archive_name("1.0.0"));
+    let mut bytes = fs::read(&archive).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    fs::write(&archive, &bytes).unwrap();
+    let dist_arg = dist.path().to_str().unwrap();
+    let output = deploy("prod", "1.0.0", dest.path(), &["--dist", dist_arg]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("refused") && message.contains("does not match"),
+        "{message}"
+    );
+    assert_eq!(snapshot(dest.path()), before);
+
+    // Hostile: an entry that climbs out of the release, with a checksum and manifests that
+    // match the archive exactly.
+    let version = "6.6.6";
+    let top = format!("saulpos-server-{version}");
+    let name = archive_name(version);
+    let release = dist.path().join(version);
+    fs::create_dir_all(&release).unwrap();
+    let entries: Vec<(String, Option<&[u8]>)> = vec![
+        (top.clone(), None),
+        (
+            format!("{top}/../../escape.txt"),
+            Some(b"written outside\n".as_slice()),
+        ),
+    ];
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (path, contents) in &entries {
+        let mut header = tar::Header::new_gnu();
+        let field = &mut header.as_gnu_mut().unwrap().name;
+        field[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_mode(if contents.is_some() { 0o644 } else { 0o755 });
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_entry_type(if contents.is_some() {
+            tar::EntryType::Regular
+        } else {
+            tar::EntryType::Directory
+        });
+        header.set_size(contents.map_or(0, |bytes| bytes.len() as u64));
+        header.set_cksum();
+        builder
+            .append(&header, contents.unwrap_or(b"".as_slice()))
+            .unwrap();
+    }
+    let archive_bytes = builder.into_inner().unwrap().finish().unwrap();
+    fs::write(release.join(&name), &archive_bytes).unwrap();
+    let hex = |bytes: &[u8]| -> String {
+        Sha256::digest(bytes)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    };
+    let digest = hex(&archive_bytes);
+    fs::write(
+        release.join(format!("{name}.sha256")),
+        format!("{digest}  {name}\n"),
+    )
+    .unwrap();
+    let files: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(path, contents)| match contents {
+            Some(bytes) => serde_json::json!({"path": path, "kind": "file", "size": bytes.len(), "mode": "0644", "sha256": hex(bytes)}),
+            None => serde_json::json!({"path": path, "kind": "dir", "size": 0, "mode": "0755", "sha256": null}),
+        })
+        .collect();
+    let target = env!("E2E_HOST_TARGET");
+    let manifest = serde_json::json!({
+        "name": "saulpos-server", "version": version, "git_commit": "none", "git_dirty": false,
+        "build_time": "2026-01-01T00:00:00Z", "source_date": "2026-01-01T00:00:00Z",
+        "rustc": "rustc", "target": target, "profile": "release",
+        "archive": {"name": name, "size": archive_bytes.len(), "sha256": digest},
+        "files": files,
+    });
+    fs::write(
+        release.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let mut txt = format!(
+        "name: saulpos-server\nversion: {version}\ngit_commit: none\ngit_dirty: false\nbuild_time: 2026-01-01T00:00:00Z\nsource_date: 2026-01-01T00:00:00Z\nrustc: rustc\ntarget: {target}\nprofile: release\narchive: {name}\narchive_size: {}\narchive_sha256: {digest}\n",
+        archive_bytes.len()
+    );
+    for (path, contents) in &entries {
+        match contents {
+            Some(bytes) => txt.push_str(&format!(
+                "file: {path} file size={} mode=0644 sha256={}\n",
+                bytes.len(),
+                hex(bytes)
+            )),
+            None => txt.push_str(&format!("file: {path} dir mode=0755\n")),
+        }
+    }
+    fs::write(release.join("manifest.txt"), txt).unwrap();
+    let verified = run(&["verify", version, "--dist", dist_arg]);
+    assert!(
+        verified.status.success(),
+        "the hostile release must pass verify: {}",
+        text(&verified)
+    );
+
+    let output = deploy("prod", version, dest.path(), &["--dist", dist_arg]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("is unsafe") && message.contains("climbs out"),
+        "{message}"
+    );
+    assert!(!dest.path().join("escape.txt").exists());
+    assert!(!payload.join("escape.txt").exists());
+    assert!(!payload.join("releases/escape.txt").exists());
+    assert_eq!(live(&payload), "releases/1.0.0");
+    let left: Vec<_> = fs::read_dir(payload.join("releases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["1.0.0"], "a partial release was left");
+}
+
+#[test]
+fn a_held_lock_refuses_a_second_deploy_and_a_dead_holder_is_taken_over() {
+    release_1_0_0();
+    let dest = tempfile::tempdir().unwrap();
+    let payload = dest.path().join("saulpos-dev");
+    fs::create_dir_all(&payload).unwrap();
+    // Another deploy in progress: a live process holds the lock.
+    let mut holder = Command::new("sleep").arg("60").spawn().unwrap();
+    let lock = payload.join("deploy.lock");
+    let write_lock = |pid: u32| {
+        let mut file = fs::File::create(&lock).unwrap();
+        write!(
+            file,
+            "pid={pid}\nuser=alice\naction=deploy 9.9.9\nsince=2026-11-24T10:00:00Z\n"
+        )
+        .unwrap();
+    };
+    write_lock(holder.id());
+    let output = deploy("dev", "1.0.0", dest.path(), &[]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("is locked: deploy 9.9.9 by alice"),
+        "{message}"
+    );
+    assert!(!payload.join("current").exists());
+
+    // The holder dies without cleaning up: the next deploy takes the lock over.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let output = deploy("dev", "1.0.0", dest.path(), &[]);
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(
+        message.contains("taking over the lock left by process"),
+        "{message}"
+    );
+    assert!(!lock.exists(), "the lock was not released");
+    assert_eq!(live(&payload), "releases/1.0.0");
+
+    // Deploying the same version again is harmless.
+    let output = deploy("dev", "1.0.0", dest.path(), &["--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["reused"], true);
+    assert_eq!(live(&payload), "releases/1.0.0");
+
+    // Wrong environment, unknown version: refused, naming what is valid.
+    let output = deploy("qa", "1.0.0", dest.path(), &[]);
+    assert!(
+        text(&output).contains("use one of: dev, staging, prod"),
+        "{}",
+        text(&output)
+    );
+    let output = deploy("dev", "7.7.7", dest.path(), &[]);
+    assert!(
+        text(&output).contains("packaged versions: 1.0.0"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn deploys_killed_at_any_moment_leave_a_complete_live_release_and_the_next_one_succeeds() {
+    release_1_0_0();
+    let second = release_1_2_0();
+    assert!(second.is_dir());
+    let dest = tempfile::tempdir().unwrap();
+    let payload = dest.path().join("saulpos-staging");
+    let output = deploy("staging", "1.0.0", dest.path(), &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let xtask_binary = clone().dir.join("target/debug/xtask");
+    for delay_ms in [0u64, 5, 20, 50, 100, 200] {
+        // Remove 1.2.0 each round, so each deploy has the extraction to do.
+        if live(&payload) == "releases/1.0.0" {
+            let _ = fs::remove_dir_all(payload.join("releases/1.2.0"));
+        }
+        let mut child = Command::new(&xtask_binary)
+            .args(["deploy", "staging", "1.2.0", dest.path().to_str().unwrap()])
+            .current_dir(&clone().dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let current = live(&payload);
+        let version = current.strip_prefix("releases/").unwrap();
+        let binary = payload.join(&current).join("bin/saulpos-server");
+        let printed = Command::new(&binary).arg("--version").output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&printed.stdout).contains(version),
+            "after a kill at {delay_ms} ms the live release {current} is not complete"
+        );
+    }
+    let output = deploy("staging", "1.2.0", dest.path(), &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(live(&payload), "releases/1.2.0");
+    let hidden: Vec<_> = fs::read_dir(payload.join("releases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "partials left: {hidden:?}");
+    assert!(!payload.join("deploy.lock").exists());
+}

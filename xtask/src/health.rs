@@ -1,0 +1,93 @@
+//! `cargo xtask health --url URL`: poll `/actuator/health` until UP (and the version matches, if
+//! asked); print the final JSON; on timeout, fail with the last status or error.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde_json::{Value, json};
+
+use crate::flags;
+use crate::http::{self, BaseUrl};
+
+impl flags::Health {
+    pub fn run(self) -> anyhow::Result<()> {
+        let base = BaseUrl::parse(&self.url)?;
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let mut polls = 0;
+        let mut last = String::from("no answer yet");
+        loop {
+            polls += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let request_timeout = left.clamp(Duration::from_millis(100), Duration::from_secs(5));
+            match check(&base, self.expect_version.as_deref(), request_timeout) {
+                Ok((health, version)) => {
+                    let elapsed = started.elapsed().as_secs_f64();
+                    eprintln!(
+                        "UP at {} after {elapsed:.1}s ({polls} polls), version {version}",
+                        base.show("/actuator/health")
+                    );
+                    if self.json {
+                        let out = json!({"status": "UP", "version": version, "health": health, "seconds": elapsed});
+                        println!("{out}");
+                    } else {
+                        println!("{health}");
+                    }
+                    return Ok(());
+                }
+                Err(error) => {
+                    let message = format!("{error:#}");
+                    if message != last {
+                        eprintln!("[{:>5.1}s] {message}", started.elapsed().as_secs_f64());
+                    }
+                    last = message;
+                }
+            }
+            if Instant::now() + self.interval >= deadline {
+                break;
+            }
+            std::thread::sleep(self.interval);
+        }
+        if self.json {
+            let out = json!({"status": "TIMEOUT", "last": last, "seconds": started.elapsed().as_secs_f64()});
+            println!("{out}");
+        }
+        bail!(
+            "{} was not UP{} within {:.1}s; last: {last}",
+            base.show("/actuator/health"),
+            match &self.expect_version {
+                Some(version) => format!(" with version {version}"),
+                None => String::new(),
+            },
+            self.timeout.as_secs_f64()
+        )
+    }
+}
+
+/// One poll: health must be 200 with status UP, and info's version the expected one.
+fn check(
+    base: &BaseUrl,
+    expect_version: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<(Value, String)> {
+    let response = http::request(base, "GET", "/actuator/health", None, timeout)?;
+    let health = response.json().unwrap_or(Value::Null);
+    let status = health["status"].as_str().unwrap_or("?");
+    if response.status != 200 || status != "UP" {
+        bail!(
+            "health answered {} with status {status}: {}",
+            response.status,
+            http::truncate(&response.text())
+        );
+    }
+    let info = http::request(base, "GET", "/actuator/info", None, timeout)?;
+    let version = info.json()?["version"].as_str().unwrap_or("?").to_owned();
+    if let Some(expected) = expect_version
+        && version != expected
+    {
+        bail!(
+            "UP, but the version is {version}, not {expected} (is the old release still running?)"
+        );
+    }
+    Ok((health, version))
+}

@@ -1,0 +1,123 @@
+//! `cargo xtask rollback <env> <dest>`: re-verify the release before (or the one named) against
+//! its manifest, switch the live link back to it, record why, and print the next steps.
+
+use std::fs;
+use std::time::Instant;
+
+use anyhow::bail;
+use serde_json::json;
+use xshell::Shell;
+
+use crate::manifest::{self, Manifest};
+use crate::payload::Payload;
+use crate::{dist, extract, flags, release_version};
+
+impl flags::Rollback {
+    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let payload = Payload::existing(&self.env, &self.dest)?;
+        let _lock = payload.lock("rollback")?;
+        let live = payload.live();
+        let kept: Vec<String> = payload.kept().iter().map(ToString::to_string).collect();
+        let target = match &self.to {
+            Some(version) => {
+                let version = release_version::parse(version)?.to_string();
+                if !payload.release(&version).is_dir() {
+                    bail!(
+                        "release {version} is not kept in {}; kept releases: {}",
+                        payload.releases().display(),
+                        kept.join(", ")
+                    );
+                }
+                version
+            }
+            None => match payload.previous() {
+                Some(previous) => previous,
+                None => bail!(
+                    "no release before {} is recorded in {}; name one with --to (kept releases: {})",
+                    live.as_deref().unwrap_or("none"),
+                    payload.dir.display(),
+                    kept.join(", ")
+                ),
+            },
+        };
+        if live.as_deref() == Some(target.as_str()) {
+            bail!(
+                "{target} is already the live release of {}; nothing to do",
+                payload.env
+            );
+        }
+
+        let dir = payload.release(&target);
+        let manifest = Manifest::from_json(&fs::read_to_string(dir.join(manifest::JSON_NAME))?)?;
+        let problems = extract::check_extracted(&dir, &dist::top_folder(&target), &manifest);
+        if !problems.is_empty() {
+            for problem in &problems {
+                eprintln!("problem: {problem}");
+            }
+            bail!(
+                "refused: {} no longer matches its manifest; the live release is unchanged; deploy {target} again with `cargo xtask deploy {} {target} {}`",
+                dir.display(),
+                payload.env,
+                self.dest.display()
+            );
+        }
+        payload.switch(&target)?;
+        payload.record("rollback", live.as_deref(), &target, self.reason.as_deref())?;
+        let elapsed = started.elapsed();
+        eprintln!(
+            "rolled {} back from {} to {target} in {:.0} ms (files re-verified)",
+            payload.env,
+            live.as_deref().unwrap_or("none"),
+            elapsed.as_secs_f64() * 1000.0
+        );
+        let service = payload.service_name();
+        let database = database_from_env_file(&payload);
+        eprintln!(
+            "next:\n  1. restart: sudo systemctl restart {service}   (or stop it and run {}/run.sh)\n  2. check:   cargo xtask health --url http://localhost:8080 --expect-version {target}\n              cargo xtask smoke --url http://localhost:8080 --expect-version {target}\n  3. only if the schema or data must go back too (take the last backup made before {} was deployed):\n     cargo xtask restore {} <backup-dir>/<file>.dump <backup-dir>/<file>.dump.sha256",
+            payload.dir.display(),
+            live.as_deref().unwrap_or("the release rolled back"),
+            database
+        );
+        if self.json {
+            let summary = json!({
+                "env": payload.env,
+                "from": live,
+                "to": target,
+                "reason": self.reason,
+                "milliseconds": elapsed.as_secs_f64() * 1000.0,
+            });
+            println!("{summary}");
+        }
+        Ok(())
+    }
+}
+
+/// `<host> <port> <database> <username>` from the payload's saulpos.env, or placeholders.
+fn database_from_env_file(payload: &Payload) -> String {
+    let text = fs::read_to_string(payload.dir.join("saulpos.env")).unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(&format!("{name}=")))
+            .map(|value| value.trim_matches(['"', '\'']).to_owned())
+    };
+    let url = value("SAULPOS_DB_URL").unwrap_or_default();
+    let rest = url
+        .strip_prefix("jdbc:postgresql://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .or_else(|| url.strip_prefix("postgres://"));
+    let (host, port, database) = match rest.and_then(|rest| rest.split_once('/')) {
+        Some((authority, database)) => {
+            let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "5432"));
+            let database = database.split('?').next().unwrap_or(database);
+            (host.to_owned(), port.to_owned(), database.to_owned())
+        }
+        None => (
+            "<host>".to_owned(),
+            "<port>".to_owned(),
+            "<database>".to_owned(),
+        ),
+    };
+    let user = value("SAULPOS_DB_USERNAME").unwrap_or_else(|| "<username>".to_owned());
+    format!("{host} {port} {database} {user}")
+}

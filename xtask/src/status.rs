@@ -1,0 +1,53 @@
+//! `cargo xtask status <env> <dest>`: the live and previous releases, the releases kept, and
+//! the end of the deploy history.
+
+use serde_json::{Value, json};
+use xshell::Shell;
+
+use crate::flags;
+use crate::payload::Payload;
+
+impl flags::Status {
+    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+        let payload = Payload::existing(&self.env, &self.dest)?;
+        let live = payload.live();
+        let previous = payload.previous();
+        let kept: Vec<String> = payload.kept().iter().map(ToString::to_string).collect();
+        let history = payload.history();
+        let recent: Vec<&Value> = history.iter().rev().take(self.history).rev().collect();
+        if self.json {
+            let out = json!({
+                "env": payload.env,
+                "payload": payload.dir,
+                "live": live,
+                "previous": previous,
+                "kept": kept,
+                "history": recent,
+            });
+            println!("{out}");
+            return Ok(());
+        }
+        println!("environment: {}", payload.env);
+        println!("payload:     {}", payload.dir.display());
+        println!("live:        {}", live.as_deref().unwrap_or("none"));
+        println!("previous:    {}", previous.as_deref().unwrap_or("none"));
+        println!("kept:        {}", kept.join(", "));
+        println!("history (last {}):", recent.len());
+        for event in recent {
+            let text = |key: &str| event[key].as_str().unwrap_or("-").to_owned();
+            println!(
+                "  {}  {:<8} {:>10} -> {:<10} by {}{}",
+                text("time"),
+                text("action"),
+                text("from"),
+                text("to"),
+                text("user"),
+                event["reason"]
+                    .as_str()
+                    .map(|reason| format!(": {reason}"))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
