@@ -140,6 +140,16 @@ pub enum BenchWhat {
     Server(BenchServer),
     Package(BenchPackage),
     Backup(BenchBackup),
+    Deploy(BenchDeploy),
+}
+
+/// Deploy (verify, extract, switch) of the real artifact into a fresh payload, and a rollback
+/// switch (re-verify and switch), on two versions packaged for the bench.
+#[derive(Args)]
+pub struct BenchDeploy {
+    /// How many deploys and rollbacks to take the median of.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
 }
 
 /// Where the benches find PostgreSQL; the password, if any, comes from PGPASSWORD or ~/.pgpass.

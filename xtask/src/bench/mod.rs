@@ -2,6 +2,7 @@
 //! one run, and print a table (or JSON with `--json`).
 
 mod backup;
+mod deploy;
 mod load;
 mod package;
 mod server;
@@ -19,6 +20,7 @@ impl flags::Bench {
             flags::BenchWhat::Server(what) => ("server", server::run(sh, what)?),
             flags::BenchWhat::Package(what) => ("package", package::run(sh, what)?),
             flags::BenchWhat::Backup(what) => ("backup", backup::run(sh, what)?),
+            flags::BenchWhat::Deploy(what) => ("deploy", deploy::run(sh, what)?),
         };
         if self.json {
             let rows: Vec<_> = rows
