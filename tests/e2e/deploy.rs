@@ -27,18 +27,18 @@ fn release_1_2_0() -> &'static Path {
     })
 }
 
-fn run(args: &[&str]) -> Output {
+pub fn run(args: &[&str]) -> Output {
     xtask(&clone().dir, args)
 }
 
-fn deploy(env: &str, version: &str, dest: &Path, extra: &[&str]) -> Output {
+pub fn deploy(env: &str, version: &str, dest: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["deploy", env, version, dest.to_str().unwrap()];
     args.extend_from_slice(extra);
     run(&args)
 }
 
 /// `run.sh` started with only `envs` from the SAULPOS_ family, like an operator's shell.
-fn start_run_sh(payload: &Path, envs: &[(&str, String)]) -> Child {
+pub fn start_run_sh(payload: &Path, envs: &[(&str, String)]) -> Child {
     let mut command = Command::new(payload.join("run.sh"));
     for (name, _) in std::env::vars() {
         if name.starts_with("SAULPOS_") || name.starts_with("PG") {
@@ -53,7 +53,7 @@ fn start_run_sh(payload: &Path, envs: &[(&str, String)]) -> Child {
     command.spawn().unwrap()
 }
 
-fn stop(child: &mut Child) {
+pub fn stop(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-s", "TERM", &child.id().to_string()])
         .status();

@@ -3,6 +3,7 @@
 
 mod backup;
 mod deploy;
+mod incident;
 mod package;
 mod server;
 mod support;

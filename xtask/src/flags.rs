@@ -27,6 +27,7 @@ pub enum Command {
     Status(Status),
     Health(Health),
     Smoke(Smoke),
+    Incident(Incident),
     Bench(Bench),
 }
 
@@ -332,4 +333,69 @@ pub struct Status {
     /// Print it as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Capture incident evidence into one bundle, incident-<UTC time>-<severity>.tar.gz with its
+/// .sha256: the live release's manifest, the deploy history, health and info (or the error
+/// reaching them), database availability, the service's recent logs, host facts, and
+/// incident.md, the report template prefilled. A collector that fails is recorded and never
+/// stops the capture; secrets are redacted everywhere in the bundle.
+///
+/// Severity classes:
+///   SEV-1  the service is down or data is being lost or exposed: all hands, now.
+///   SEV-2  a major function is degraded for many users (checkout slow or failing): act now.
+///   SEV-3  a minor or partial problem with a workaround: handle in working hours.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct Incident {
+    /// The environment: dev, staging or prod.
+    pub env: String,
+    /// The folder that holds the payloads, as given to deploy.
+    pub dest: PathBuf,
+    /// The server's base URL (default: http://127.0.0.1:<SAULPOS_SERVER_PORT from saulpos.env,
+    /// else 8080>).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// How bad it is: SEV-1, SEV-2 or SEV-3 (see above).
+    #[arg(long, value_enum, default_value = "SEV-2")]
+    pub severity: Severity,
+    /// Where to write the bundle (default: <dest>/saulpos-<env>/incidents/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object describing the bundle on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Severity {
+    /// The service is down, or data is being lost or exposed.
+    #[value(name = "SEV-1")]
+    Sev1,
+    /// A major function is degraded for many users.
+    #[value(name = "SEV-2")]
+    Sev2,
+    /// A minor or partial problem with a workaround.
+    #[value(name = "SEV-3")]
+    Sev3,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Sev1 => "SEV-1",
+            Severity::Sev2 => "SEV-2",
+            Severity::Sev3 => "SEV-3",
+        }
+    }
+
+    pub fn definition_of(label: &str) -> &'static str {
+        match label {
+            "SEV-1" => "the service is down, or data is being lost or exposed; all hands, now",
+            "SEV-2" => {
+                "a major function is degraded for many users (e.g. checkout slow or failing); act now"
+            }
+            _ => "a minor or partial problem with a workaround; handle in working hours",
+        }
+    }
 }

@@ -14,10 +14,12 @@ mod flags;
 mod git;
 mod health;
 mod http;
+mod incident;
 mod manifest;
 mod package;
 mod payload;
 mod postgres;
+mod redact;
 mod release_version;
 mod restore;
 mod rollback;
@@ -55,6 +57,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Status(cmd) => cmd.run(sh),
         flags::Command::Health(cmd) => cmd.run(),
         flags::Command::Smoke(cmd) => cmd.run(),
+        flags::Command::Incident(cmd) => cmd.run(sh),
         flags::Command::Bench(cmd) => cmd.run(sh),
     }
 }
