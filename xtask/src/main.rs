@@ -8,6 +8,8 @@ mod bench;
 mod checksum;
 mod deploy;
 mod dist;
+#[cfg(test)]
+mod docs_check;
 mod durable;
 mod extract;
 mod flags;
