@@ -176,31 +176,7 @@ fn a_restore_over_a_live_database_ends_its_connections_and_keeps_the_old_data_as
         "before the restore"
     );
 
-    let mut session = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-h",
-            PG_HOST,
-            "-U",
-            "postgres",
-            "-d",
-            &target.name,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        session
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(b"SELECT 1;\n")
-            .unwrap();
-    }
+    let mut session = open_session(&target.name, "SELECT 1;\n");
     let opened = Instant::now();
     while psql(
         "postgres",
@@ -391,31 +367,10 @@ fn a_killed_pg_dump_leaves_no_final_file_and_no_temporary_file() {
     let source = TestDb::new("bk_killed");
     source.query(CONTENT);
     // Hold a lock that makes pg_dump wait, so it can be killed while the backup runs.
-    let mut blocker = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-h",
-            PG_HOST,
-            "-U",
-            "postgres",
-            "-d",
-            &source.name,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        blocker
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(b"BEGIN; LOCK TABLE purchase IN ACCESS EXCLUSIVE MODE;\n")
-            .unwrap();
-    }
+    let mut blocker = open_session(
+        &source.name,
+        "BEGIN; LOCK TABLE purchase IN ACCESS EXCLUSIVE MODE;\n",
+    );
     let held = eventually(Duration::from_secs(30), || {
         source.query(
             "SELECT count(*) FROM pg_locks \
@@ -464,6 +419,25 @@ fn a_killed_pg_dump_leaves_no_final_file_and_no_temporary_file() {
     assert!(message.contains("no backup was written"), "{message}");
     let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A psql session on `database` that has been sent `sql` and stays open until killed.
+fn open_session(database: &str, sql: &str) -> std::process::Child {
+    use std::io::Write;
+    let mut session = Command::new("psql")
+        .args(["-X", "-q", "-h", PG_HOST, "-U", "postgres", "-d", database])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    session
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
+    session
 }
 
 /// The pid of a process whose arguments include all of `words`.

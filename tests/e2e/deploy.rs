@@ -67,6 +67,21 @@ pub fn stop(child: &mut Child) {
     }
 }
 
+/// `cargo xtask health` until the server at `url` is UP with `version`; its output.
+fn wait_up(url: &str, version: &str) -> Output {
+    let health = run(&[
+        "health",
+        "--url",
+        url,
+        "--timeout",
+        "60s",
+        "--expect-version",
+        version,
+    ]);
+    assert!(health.status.success(), "{}", text(&health));
+    health
+}
+
 fn live(payload: &Path) -> String {
     fs::read_link(payload.join("current"))
         .unwrap()
@@ -155,16 +170,7 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
     .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let mut server = start_run_sh(&payload, &[]);
-    let health = run(&[
-        "health",
-        "--url",
-        &url,
-        "--timeout",
-        "60s",
-        "--expect-version",
-        "1.0.0",
-    ]);
-    assert!(health.status.success(), "{}", text(&health));
+    let health = wait_up(&url, "1.0.0");
     let body: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
     assert_eq!(body["status"], "UP", "{body}");
     let smoke = run(&["smoke", "--url", &url, "--expect-version", "1.0.0"]);
@@ -184,16 +190,7 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
     assert_eq!(live(&payload), "releases/1.2.0");
     stop(&mut server);
     let mut server = start_run_sh(&payload, &[]);
-    let health = run(&[
-        "health",
-        "--url",
-        &url,
-        "--timeout",
-        "60s",
-        "--expect-version",
-        "1.2.0",
-    ]);
-    assert!(health.status.success(), "{}", text(&health));
+    wait_up(&url, "1.2.0");
 
     // Roll back: the previous release, with the reason recorded and the next steps printed.
     let output = run(&[
@@ -220,16 +217,7 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
     assert_eq!(live(&payload), "releases/1.0.0");
     stop(&mut server);
     let mut server = start_run_sh(&payload, &[]);
-    let health = run(&[
-        "health",
-        "--url",
-        &url,
-        "--timeout",
-        "60s",
-        "--expect-version",
-        "1.0.0",
-    ]);
-    assert!(health.status.success(), "{}", text(&health));
+    wait_up(&url, "1.0.0");
     stop(&mut server);
 
     let status = run(&["status", "staging", dest.path().to_str().unwrap(), "--json"]);
