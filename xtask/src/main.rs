@@ -14,6 +14,7 @@ mod durable;
 mod extract;
 mod flags;
 mod git;
+mod gzip;
 mod health;
 mod http;
 mod incident;
