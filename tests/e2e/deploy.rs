@@ -141,6 +141,16 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
         "{unit}"
     );
     assert!(unit.contains("NoNewPrivileges=yes") && unit.contains("KillSignal=SIGTERM"));
+    let analyzed = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(payload.join("saulpos-staging.service"))
+        .output()
+        .expect("systemd-analyze is needed to check the unit: apt-get install systemd");
+    assert!(
+        analyzed.status.success() && analyzed.stderr.is_empty(),
+        "systemd-analyze verify complains: {}",
+        text(&analyzed)
+    );
 
     // Without its variables, run.sh names every missing one and starts nothing.
     let mut bare = start_run_sh(&payload, &[]);

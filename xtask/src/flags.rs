@@ -194,7 +194,7 @@ pub struct BenchPackage {
 }
 
 /// Our backup and restore against `pg_dump -Fc` + `sha256sum` and `sha256sum -c` +
-/// `pg_restore -j1`, on a generated database (kept as saulpos_bench for the next run).
+/// `pg_restore -j1`, on a generated database (kept as saulpos_bench_pos for the next run).
 #[derive(Args)]
 pub struct BenchBackup {
     /// The size of the generated database, in MB.

@@ -15,7 +15,7 @@ use crate::postgres::{self, Server};
 use crate::project_root;
 
 /// The generated database, kept between runs (regenerated when the size asked for changes).
-const DATABASE: &str = "saulpos_bench";
+const DATABASE: &str = "saulpos_bench_pos";
 const RESTORED_OURS: &str = "saulpos_bench_restored_ours";
 const RESTORED_PLAIN: &str = "saulpos_bench_restored_plain";
 
@@ -37,6 +37,9 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
     fs::create_dir_all(&ours_dir)?;
     fs::create_dir_all(&plain_dir)?;
 
+    // Each timed run starts from a clean checkpoint, so none pays for the writes of another.
+    let checkpoint = || server.psql("postgres", "CHECKPOINT", &[]).map(drop);
+    checkpoint()?;
     note("plain backup: pg_dump -Fc, then sha256sum");
     let plain_dump = plain_dir.join(format!("{DATABASE}.dump"));
     let ((), plain_backup) = timed(|| {
@@ -48,6 +51,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
         succeed(Command::new("sha256sum").arg(&plain_dump))
     })?;
 
+    checkpoint()?;
     note("our backup: cargo xtask backup (hashed while streaming, verified by pg_restore)");
     let ((), ours_backup) = timed(|| {
         flags::Backup {
@@ -75,6 +79,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
         "CREATE DATABASE :\"db\"",
         &[("db", RESTORED_PLAIN)],
     )?;
+    checkpoint()?;
     note("plain restore: sha256sum -c, then pg_restore -j1 into an existing database");
     let ((), plain_restore) = timed(|| {
         succeed(
@@ -91,6 +96,8 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
         succeed(&mut restore)
     })?;
 
+    drop_database(&server, RESTORED_PLAIN)?;
+    checkpoint()?;
     note("our restore: cargo xtask restore (checksum, scratch database, check, swap)");
     let ((), ours_restore) = timed(|| {
         flags::Restore {
@@ -180,39 +187,64 @@ fn generate(server: &Server, size_mb: u64) -> anyhow::Result<u64> {
              id bigint PRIMARY KEY,
              store_id integer NOT NULL REFERENCES store (id),
              sold_at timestamptz NOT NULL,
+             total numeric(12, 2) NOT NULL,
+             note text
+         );
+         CREATE TABLE sale_line (
+             sale_id bigint NOT NULL,
+             line integer NOT NULL,
              sku text NOT NULL,
              quantity integer NOT NULL,
+             unit_price numeric(12, 2) NOT NULL,
+             PRIMARY KEY (sale_id, line)
+         );
+         CREATE TABLE payment (
+             id bigint PRIMARY KEY,
+             sale_id bigint NOT NULL,
+             method text NOT NULL,
              amount numeric(12, 2) NOT NULL,
-             note text
+             reference text
          );
          CREATE TABLE bench_meta (size_mb bigint NOT NULL);",
         &[],
     )?;
+    // A point-of-sale shape: sales, their lines and payments, filled in batches until the
+    // heap is near the size asked for (the indexes come on top).
     let target = size_mb * 1_000_000;
-    let batch = 250_000u64;
-    let mut rows = 0;
-    // Rows are about 130 bytes with their index entries; stop near the size asked for.
-    while rows * 150 < target {
+    let batch = 100_000u64;
+    let mut sales = 0;
+    while database_size(server)? < target * 8 / 10 {
         server.psql(
             DATABASE,
             "INSERT INTO sale
              SELECT g, 1 + g % 100, timestamptz '2026-01-01' + g * interval '7 seconds',
-                    'SKU-' || lpad((g % 5000)::text, 6, '0'), 1 + g % 9, (g % 100000) / 100.0,
-                    CASE WHEN g % 3 = 0 THEN NULL ELSE md5(g::text) || ' receipt ' || g END
-             FROM generate_series(:first::bigint, :last::bigint) g",
+                    (g % 100000) / 100.0,
+                    CASE WHEN g % 3 = 0 THEN NULL ELSE 'receipt ' || g || ' ' || md5(g::text) END
+             FROM generate_series(:first::bigint, :last::bigint) g;
+             INSERT INTO sale_line
+             SELECT g, l, 'SKU-' || lpad(((g * 7 + l) % 5000)::text, 6, '0'), 1 + (g + l) % 9,
+                    ((g * l) % 10000) / 100.0
+             FROM generate_series(:first::bigint, :last::bigint) g, generate_series(1, 3) l;
+             INSERT INTO payment
+             SELECT g, g, (ARRAY['card', 'cash', 'voucher'])[1 + g % 3], (g % 100000) / 100.0,
+                    CASE WHEN g % 3 = 1 THEN NULL ELSE 'auth-' || md5((g * 31)::text) END
+             FROM generate_series(:first::bigint, :last::bigint) g;",
             &[
-                ("first", &(rows + 1).to_string()),
-                ("last", &(rows + batch).to_string()),
+                ("first", &(sales + 1).to_string()),
+                ("last", &(sales + batch).to_string()),
             ],
         )?;
-        rows += batch;
-        eprint!("\rbench: {rows} rows");
+        sales += batch;
+        eprint!("\rbench: {sales} sales");
     }
     eprintln!();
     server.psql(
         DATABASE,
-        "CREATE INDEX sale_sold_at ON sale (sold_at);
-         CREATE INDEX sale_sku ON sale (sku);
+        "ALTER TABLE sale_line ADD FOREIGN KEY (sale_id) REFERENCES sale (id);
+         ALTER TABLE payment ADD FOREIGN KEY (sale_id) REFERENCES sale (id);
+         CREATE INDEX sale_sold_at ON sale (sold_at);
+         CREATE INDEX sale_line_sku ON sale_line (sku);
+         CREATE INDEX payment_sale ON payment (sale_id);
          INSERT INTO bench_meta VALUES (:size);
          VACUUM ANALYZE;",
         &[("size", &size_mb.to_string())],
