@@ -167,6 +167,71 @@ struct ListEntry {
     kind: String,
 }
 
+impl ListEntry {
+    /// `<TYPE> <schema> <name>` as the listing shows it: what names the item.
+    fn id(&self) -> String {
+        let after_ids = self.line.splitn(4, ' ').nth(3).unwrap_or_default();
+        match after_ids.rsplit_once(' ') {
+            Some((without_owner, _)) => without_owner.to_owned(),
+            None => after_ids.to_owned(),
+        }
+    }
+}
+
+/// How big the table is that each index or constraint of the dump is built on, by the item's
+/// id: the definitions come from `pg_restore --section=post-data` (no data is read), the sizes
+/// from the scratch database just loaded.
+fn build_sizes(
+    server: &Server,
+    database: &str,
+    backup: &Path,
+) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+    let output = postgres::tool("pg_restore")?
+        .args(["--section=post-data", "-f", "-"])
+        .arg(backup)
+        .output()
+        .context("cannot run pg_restore")?;
+    let sql = String::from_utf8_lossy(&output.stdout);
+    let tables: std::collections::HashMap<String, i64> = server
+        .psql(
+            database,
+            "SELECT format('%I.%I', n.nspname, c.relname), pg_relation_size(c.oid) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')",
+            &[],
+        )?
+        .lines()
+        .filter_map(|line| {
+            let (name, size) = line.rsplit_once('|')?;
+            Some((name.to_owned(), size.parse().ok()?))
+        })
+        .collect();
+    let mut sizes = std::collections::HashMap::new();
+    // Blocks start with "-- Name: <name>; Type: <TYPE>; Schema: <schema>; Owner: ...".
+    for block in sql.split("\n-- Name: ").skip(1) {
+        let mut header = block.lines().next().unwrap_or_default().split("; ");
+        let name = header.next().unwrap_or_default();
+        let kind = header.next().and_then(|part| part.strip_prefix("Type: "));
+        let schema = header.next().and_then(|part| part.strip_prefix("Schema: "));
+        let (Some(kind), Some(schema)) = (kind, schema) else {
+            continue;
+        };
+        // "CREATE INDEX x ON public.t USING ..." or "ALTER TABLE ONLY public.t\n    ADD ..."
+        let table = block
+            .split_once(" ON ")
+            .filter(|_| kind == "INDEX")
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .or_else(|| {
+                block
+                    .split_once("ALTER TABLE ONLY ")
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+            });
+        if let Some(size) = table.and_then(|table| tables.get(table)) {
+            sizes.insert(format!("{kind} {schema} {name}"), *size);
+        }
+    }
+    Ok(sizes)
+}
+
 /// The dump's table of contents; fails on a file pg_restore cannot read.
 fn list(backup: &Path) -> anyhow::Result<Vec<ListEntry>> {
     let output = postgres::tool("pg_restore")?
@@ -345,25 +410,63 @@ fn restore_into(
     }
     wait_all(children, "data")?;
 
+    // Indexes and primary keys: one pg_restore each, `jobs` at a time, the biggest tables
+    // first, so that no job is left with the two largest builds while the other idles.
     let parallel = |entry: &ListEntry| entry.kind == "INDEX" || entry.kind == "CONSTRAINT";
-    let mut children = Vec::new();
-    let indexes: Vec<usize> = (0..entries.len())
+    let sizes = build_sizes(server, database, backup).unwrap_or_default();
+    let mut pending: Vec<usize> = (0..entries.len())
         .filter(|&index| parallel(&entries[index]))
         .collect();
-    for job in 0..jobs.min(indexes.len()) {
-        children.push(run(
-            &format!("post-{job}"),
-            "post-data",
-            &|index, entry| {
-                parallel(entry)
-                    && indexes
-                        .iter()
-                        .position(|&i| i == index)
-                        .is_some_and(|position| position % jobs == job)
-            },
-        )?);
+    let builds = pending.len();
+    let sized = pending
+        .iter()
+        .filter(|&&index| sizes.contains_key(&entries[index].id()))
+        .count();
+    pending.sort_by_key(|&index| {
+        std::cmp::Reverse(sizes.get(&entries[index].id()).copied().unwrap_or(0))
+    });
+    pending.reverse(); // popped from the end: the biggest first
+    let mut running: Vec<Child> = Vec::new();
+    let mut failures = Vec::new();
+    while !pending.is_empty() || !running.is_empty() {
+        while running.len() < jobs && failures.is_empty() {
+            let Some(next) = pending.pop() else { break };
+            running.push(run(&format!("post-{next}"), "post-data", &|index, _| {
+                index == next
+            })?);
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut still = Vec::new();
+        for mut child in running {
+            match child.try_wait().context("pg_restore did not finish")? {
+                None => still.push(child),
+                Some(status) if status.success() => {}
+                Some(_) => {
+                    let mut errors = String::new();
+                    if let Some(mut stderr) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut stderr, &mut errors);
+                    }
+                    failures.push(errors.trim().to_owned());
+                }
+            }
+        }
+        running = still;
     }
-    wait_all(children, "indexes and constraints")?;
+    if !failures.is_empty() {
+        bail!(
+            "pg_restore failed while restoring the indexes and constraints: {}; the target database was not changed",
+            failures.join("; ")
+        );
+    }
+    step(
+        started,
+        &format!(
+            "restored the indexes and constraints ({builds} builds, {jobs} at a time, {sized} sized)"
+        ),
+    );
     wait_all(
         vec![run("post-rest", "post-data", &|_, entry| !parallel(entry))?],
         "foreign keys, triggers and the rest",
