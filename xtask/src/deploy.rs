@@ -14,6 +14,7 @@ use xshell::Shell;
 use crate::durable::{self, StagingDir};
 use crate::manifest::{self, Manifest};
 use crate::payload::Payload;
+use crate::progress::step;
 use crate::{dist, extract, flags, verify};
 
 impl flags::Deploy {
@@ -150,10 +151,6 @@ impl flags::Deploy {
         }
         Ok(())
     }
-}
-
-fn step(started: Instant, message: &str) {
-    eprintln!("[{:>6.2}s] {message}", started.elapsed().as_secs_f64());
 }
 
 /// Writes run.sh, the example environment file, the systemd unit and the manifest links.

@@ -18,7 +18,7 @@ use crate::checksum::{self, HashingWriter};
 use crate::http::{self, BaseUrl};
 use crate::payload::Payload;
 use crate::redact::Redactor;
-use crate::{durable, flags, manifest, utc};
+use crate::{durable, env_file, flags, manifest, utc};
 
 /// The most any one collected file may hold; logs keep their end.
 const FILE_LIMIT: usize = 4 * 1024 * 1024;
@@ -38,8 +38,8 @@ impl flags::Incident {
         let now = utc::now();
         let severity = self.severity.label();
         let stem = format!("incident-{}-{severity}", utc::compact(now));
-        let env_file = fs::read_to_string(payload.dir.join("saulpos.env")).unwrap_or_default();
-        let redactor = Redactor::new(&env_file);
+        let env_text = fs::read_to_string(payload.dir.join("saulpos.env")).unwrap_or_default();
+        let redactor = Redactor::new(&env_text);
 
         let mut bundle = Bundle::default();
         let live = payload.live();
@@ -61,8 +61,8 @@ impl flags::Incident {
                 .context("no deploy history yet")
         });
         let url = self.url.clone().unwrap_or_else(|| {
-            let port =
-                env_value(&env_file, "SAULPOS_SERVER_PORT").unwrap_or_else(|| "8080".to_owned());
+            let port = env_file::value(&env_text, "SAULPOS_SERVER_PORT")
+                .unwrap_or_else(|| "8080".to_owned());
             format!("http://127.0.0.1:{port}")
         });
         let mut health_status = String::from("unknown");
@@ -90,7 +90,10 @@ impl flags::Incident {
         if bundle.failed("health") {
             health_status = "unreachable (see collectors.json)".to_owned();
         }
-        let (db_host, db_port) = database_address(&env_file);
+        // The database of the payload (dev's local default when saulpos.env names none).
+        let (db_host, db_port) = env_file::database(&env_text)
+            .map(|database| (database.host, database.port))
+            .unwrap_or_else(|| ("127.0.0.1".to_owned(), "5432".to_owned()));
         bundle.collect("database availability", "database.txt", || {
             let started = Instant::now();
             let output = bounded(
@@ -114,10 +117,10 @@ impl flags::Incident {
             ]))
         });
         bundle.collect("environment", "environment.txt", || {
-            if env_file.is_empty() {
+            if env_text.is_empty() {
                 bail!("no saulpos.env in {}", payload.dir.display());
             }
-            Ok(env_file.clone())
+            Ok(env_text.clone())
         });
         bundle.collect("host", "host.txt", || {
             let mut text = String::new();
@@ -349,32 +352,6 @@ fn tail(path: &Path) -> anyhow::Result<String> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// A `NAME=value` line's value in an environment file.
-fn env_value(text: &str, name: &str) -> Option<String> {
-    text.lines()
-        .filter_map(|line| line.trim().strip_prefix("export ").or(Some(line.trim())))
-        .find_map(|line| line.strip_prefix(&format!("{name}=")))
-        .map(|value| value.trim().trim_matches(['"', '\'']).to_owned())
-}
-
-/// The database host and port from the payload's SAULPOS_DB_URL (dev's default otherwise).
-fn database_address(env_file: &str) -> (String, String) {
-    let url = env_value(env_file, "SAULPOS_DB_URL").unwrap_or_default();
-    let rest = ["jdbc:postgresql://", "postgresql://", "postgres://"]
-        .iter()
-        .find_map(|scheme| url.strip_prefix(scheme));
-    let authority = rest
-        .map(|rest| rest.split(['/', '?']).next().unwrap_or(rest))
-        .map(|authority| authority.rsplit('@').next().unwrap_or(authority).to_owned());
-    match authority {
-        Some(authority) if !authority.is_empty() => match authority.rsplit_once(':') {
-            Some((host, port)) => (host.to_owned(), port.to_owned()),
-            None => (authority, "5432".to_owned()),
-        },
-        _ => ("127.0.0.1".to_owned(), "5432".to_owned()),
-    }
 }
 
 fn incident_markdown(

@@ -11,6 +11,7 @@ mod dist;
 #[cfg(test)]
 mod docs_check;
 mod durable;
+mod env_file;
 mod extract;
 mod flags;
 mod git;
@@ -22,6 +23,7 @@ mod manifest;
 mod package;
 mod payload;
 mod postgres;
+mod progress;
 mod redact;
 mod release_version;
 mod restore;

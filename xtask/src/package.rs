@@ -2,7 +2,7 @@
 //! reproducible release into `dist/<version>/`, all at once or not at all.
 
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use crate::archive::{self, Entry};
 use crate::checksum::{self, HashingWriter};
 use crate::durable::{self, StagingDir};
 use crate::manifest::{self, ArchiveFacts, FileFacts, Manifest};
+use crate::progress::step;
 use crate::{dist, flags, git, project_root, release_version, utc};
 
 impl flags::Package {
@@ -86,15 +87,15 @@ impl flags::Package {
             files: entries.iter().map(file_facts).collect(),
         };
         let checksum_name = format!("{archive_name}.sha256");
-        write_synced(
+        durable::write(
             &staging.path().join(&checksum_name),
             checksum::line(&manifest.archive.sha256, &archive_name).as_bytes(),
         )?;
-        write_synced(
+        durable::write(
             &staging.path().join(manifest::TEXT_NAME),
             manifest.to_text().as_bytes(),
         )?;
-        write_synced(
+        durable::write(
             &staging.path().join(manifest::JSON_NAME),
             manifest.to_json_text().as_bytes(),
         )?;
@@ -368,16 +369,4 @@ fn file_facts(entry: &Entry) -> FileFacts {
             sha256: None,
         },
     }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file =
-        fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn step(started: Instant, message: &str) {
-    eprintln!("[{:>6.1}s] {message}", started.elapsed().as_secs_f64());
 }

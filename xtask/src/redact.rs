@@ -2,6 +2,8 @@
 //! PASSWORD, SECRET, TOKEN or KEY (from an environment file and this process's environment),
 //! `NAME=value` lines with such names, and credentials inside URLs.
 
+use crate::env_file;
+
 /// Redacts the secrets it was told about, and anything that looks like one.
 pub struct Redactor {
     secrets: Vec<String>,
@@ -21,15 +23,10 @@ impl Redactor {
     /// Learns the secret values in `env_file` (`NAME=value` lines) and in this process's
     /// environment.
     pub fn new(env_file: &str) -> Redactor {
-        let mut secrets: Vec<String> = env_file
-            .lines()
-            .filter_map(|line| {
-                let line = line.trim();
-                let line = line.strip_prefix("export ").unwrap_or(line);
-                let (name, value) = line.split_once('=')?;
-                is_secret_name(name.trim())
-                    .then(|| value.trim().trim_matches(['"', '\'']).to_owned())
-            })
+        let mut secrets: Vec<String> = env_file::pairs(env_file)
+            .into_iter()
+            .filter(|(name, _)| is_secret_name(name))
+            .map(|(_, value)| value)
             .chain(
                 std::env::vars()
                     .filter(|(name, _)| is_secret_name(name))

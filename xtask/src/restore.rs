@@ -14,6 +14,7 @@ use xshell::Shell;
 
 use crate::backup::collect_stderr;
 use crate::postgres::{self, Server};
+use crate::progress::step;
 use crate::{checksum, flags, utc};
 
 impl flags::Restore {
@@ -155,10 +156,6 @@ impl flags::Restore {
         }
         Ok(())
     }
-}
-
-fn step(started: Instant, message: &str) {
-    eprintln!("[{:>6.1}s] {message}", started.elapsed().as_secs_f64());
 }
 
 /// One line of `pg_restore --list`: its text and its entry type (`TABLE DATA`, `INDEX`, ...).
@@ -426,30 +423,31 @@ fn restore_into(
         std::cmp::Reverse(sizes.get(&entries[index].id()).copied().unwrap_or(0))
     });
     pending.reverse(); // popped from the end: the biggest first
-    let mut running: Vec<Child> = Vec::new();
+    // Each child's stderr is drained by a thread of its own, so none can block on a full pipe.
+    let mut running: Vec<(Child, std::thread::JoinHandle<String>)> = Vec::new();
     let mut failures = Vec::new();
     while !pending.is_empty() || !running.is_empty() {
         while running.len() < jobs && failures.is_empty() {
             let Some(next) = pending.pop() else { break };
-            running.push(run(&format!("post-{next}"), "post-data", &|index, _| {
+            let mut child = run(&format!("post-{next}"), "post-data", &|index, _| {
                 index == next
-            })?);
+            })?;
+            let errors = collect_stderr(&mut child);
+            running.push((child, errors));
         }
         if running.is_empty() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
         let mut still = Vec::new();
-        for mut child in running {
+        for (mut child, errors) in running {
             match child.try_wait().context("pg_restore did not finish")? {
-                None => still.push(child),
-                Some(status) if status.success() => {}
-                Some(_) => {
-                    let mut errors = String::new();
-                    if let Some(mut stderr) = child.stderr.take() {
-                        let _ = std::io::Read::read_to_string(&mut stderr, &mut errors);
+                None => still.push((child, errors)),
+                Some(status) => {
+                    let errors = errors.join().unwrap_or_default();
+                    if !status.success() {
+                        failures.push(errors.trim().to_owned());
                     }
-                    failures.push(errors.trim().to_owned());
                 }
             }
         }

@@ -10,7 +10,7 @@ use xshell::Shell;
 
 use crate::manifest::{self, Manifest};
 use crate::payload::Payload;
-use crate::{dist, extract, flags, release_version};
+use crate::{dist, env_file, extract, flags, release_version};
 
 impl flags::Rollback {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
@@ -96,28 +96,15 @@ impl flags::Rollback {
 /// `<host> <port> <database> <username>` from the payload's saulpos.env, or placeholders.
 fn database_from_env_file(payload: &Payload) -> String {
     let text = fs::read_to_string(payload.dir.join("saulpos.env")).unwrap_or_default();
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|line| line.trim().strip_prefix(&format!("{name}=")))
-            .map(|value| value.trim_matches(['"', '\'']).to_owned())
-    };
-    let url = value("SAULPOS_DB_URL").unwrap_or_default();
-    let rest = url
-        .strip_prefix("jdbc:postgresql://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-        .or_else(|| url.strip_prefix("postgres://"));
-    let (host, port, database) = match rest.and_then(|rest| rest.split_once('/')) {
-        Some((authority, database)) => {
-            let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "5432"));
-            let database = database.split('?').next().unwrap_or(database);
-            (host.to_owned(), port.to_owned(), database.to_owned())
-        }
-        None => (
-            "<host>".to_owned(),
-            "<port>".to_owned(),
-            "<database>".to_owned(),
-        ),
-    };
-    let user = value("SAULPOS_DB_USERNAME").unwrap_or_else(|| "<username>".to_owned());
-    format!("{host} {port} {database} {user}")
+    let database = env_file::database(&text).unwrap_or_else(|| env_file::Database {
+        host: "<host>".to_owned(),
+        port: "<port>".to_owned(),
+        name: "<database>".to_owned(),
+    });
+    let user =
+        env_file::value(&text, "SAULPOS_DB_USERNAME").unwrap_or_else(|| "<username>".to_owned());
+    format!(
+        "{} {} {} {user}",
+        database.host, database.port, database.name
+    )
 }

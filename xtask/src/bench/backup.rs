@@ -9,7 +9,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use xshell::Shell;
 
-use super::{Row, note, seconds, timed};
+use super::{Row, fresh_dir, note, seconds, timed};
 use crate::flags;
 use crate::postgres::{self, Server};
 use crate::project_root;
@@ -30,9 +30,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
         .work_dir
         .clone()
         .unwrap_or_else(|| project_root().join("target/bench/backup"));
-    if work.exists() {
-        fs::remove_dir_all(&work).with_context(|| format!("cannot clear {}", work.display()))?;
-    }
+    fresh_dir(&work)?;
     let (ours_dir, plain_dir) = (work.join("ours"), work.join("plain"));
     fs::create_dir_all(&ours_dir)?;
     fs::create_dir_all(&plain_dir)?;

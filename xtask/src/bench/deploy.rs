@@ -3,29 +3,21 @@
 
 use std::fs;
 
-use anyhow::Context;
-use xshell::{Shell, cmd};
+use xshell::Shell;
 
-use super::{Row, median, note, timed};
+use super::{Row, fresh_dir, median, note, package_version, timed};
 use crate::{flags, project_root};
 
 pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
     let runs = flags.runs.max(1);
     let work = project_root().join("target/bench/deploy");
-    if work.exists() {
-        fs::remove_dir_all(&work).with_context(|| format!("cannot clear {}", work.display()))?;
-    }
     let dist = work.join("dist");
-    fs::create_dir_all(&dist)?;
+    fresh_dir(&work)?;
     for version in ["0.0.0-bench.1", "0.0.0-bench.2"] {
         note(&format!(
             "packaging {version} (builds the server if needed)"
         ));
-        cmd!(
-            sh,
-            "cargo xtask package {version} --dist {dist} --allow-dirty"
-        )
-        .run()?;
+        package_version(sh, &dist, version)?;
     }
     let deploy = |dest: &std::path::Path, version: &str| {
         flags::Deploy {

@@ -10,14 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// One GET over a fresh connection; returns the status code and body.
-pub fn get(address: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    let stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut connection = Connection::new(stream)?;
-    connection.get(path)
-}
-
 /// The requests per second `connections` keep-alive connections get from `path` in `length`.
 pub fn requests_per_second(
     address: SocketAddr,

@@ -7,10 +7,14 @@ mod load;
 mod package;
 mod server;
 
+use std::fs;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use serde_json::json;
-use xshell::Shell;
+use xshell::{Shell, cmd};
 
 use crate::flags;
 
@@ -108,4 +112,22 @@ pub fn seconds(duration: Duration) -> String {
 /// Progress for the bench's own steps, on stderr.
 pub fn note(message: &str) {
     eprintln!("bench: {message}");
+}
+
+/// Makes `dir` an empty folder, removing what an earlier run left there.
+pub fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Packages `version` into `dist` as a user would, with `cargo xtask package`.
+pub fn package_version(sh: &Shell, dist: &Path, version: &str) -> anyhow::Result<()> {
+    cmd!(
+        sh,
+        "cargo xtask package {version} --dist {dist} --allow-dirty"
+    )
+    .run()?;
+    Ok(())
 }

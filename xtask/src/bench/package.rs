@@ -8,34 +8,20 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use xshell::{Shell, cmd};
 
-use super::{Row, median, note, seconds, timed};
+use super::{Row, fresh_dir, median, note, package_version, seconds, timed};
 use crate::archive::Entry;
 use crate::{flags, package, project_root};
 
 pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> {
     let runs = flags.runs.max(1);
     let work = project_root().join("target/bench/package");
-    if work.exists() {
-        fs::remove_dir_all(&work).with_context(|| format!("cannot clear {}", work.display()))?;
-    }
     let dist = work.join("dist");
-    fs::create_dir_all(&dist)?;
+    fresh_dir(&work)?;
 
     note("packaging a first version (builds the server if needed)");
-    cmd!(
-        sh,
-        "cargo xtask package 0.0.0-bench.1 --dist {dist} --allow-dirty"
-    )
-    .run()?;
+    package_version(sh, &dist, "0.0.0-bench.1")?;
     note("packaging a second version with no source change (timed)");
-    let ((), second) = timed(|| {
-        cmd!(
-            sh,
-            "cargo xtask package 0.0.0-bench.2 --dist {dist} --allow-dirty"
-        )
-        .run()?;
-        Ok(())
-    })?;
+    let ((), second) = timed(|| package_version(sh, &dist, "0.0.0-bench.2"))?;
 
     let release = dist.join("0.0.0-bench.2");
     let archive = fs::read_dir(&release)?

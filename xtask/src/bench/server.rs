@@ -11,6 +11,7 @@ use xshell::{Shell, cmd};
 
 use super::{Row, load, median, note};
 use crate::flags;
+use crate::http::{self, BaseUrl};
 use crate::postgres::Server;
 use crate::project_root;
 
@@ -175,7 +176,19 @@ fn free_port() -> anyhow::Result<u16> {
 fn wait_for_up(child: &mut Child, address: SocketAddr, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok((200, _)) = load::get(address, "/actuator/health") {
+        let base = BaseUrl {
+            host: address.ip().to_string(),
+            port: address.port(),
+            prefix: String::new(),
+        };
+        let answer = http::request(
+            &base,
+            "GET",
+            "/actuator/health",
+            None,
+            Duration::from_secs(2),
+        );
+        if answer.is_ok_and(|response| response.status == 200) {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
