@@ -143,6 +143,14 @@ fn a_backup_restores_into_another_database_with_identical_content() {
     let report = text(&output);
     assert!(report.contains("public.customer: 2000 rows"), "{report}");
     assert!(report.contains("public.purchase: 5000 rows"), "{report}");
+    // Progress: each table loaded and each index built, as pg_restore finishes it.
+    assert!(
+        report.contains("finished TABLE DATA purchase (")
+            && report.contains("finished INDEX purchase_note ("),
+        "{report}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["tables"][0]["counted"], true, "{summary}");
     assert_eq!(fingerprint(&target), fingerprint(&source.name));
     assert_eq!(
         databases_like(&target),
@@ -192,12 +200,30 @@ fn a_restore_over_a_live_database_ends_its_connections_and_keeps_the_old_data_as
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let output = restore(&target.name, &dump, &checksum, &["--yes"]);
+    // Counting no table exactly: each shows the row count its index build recorded.
+    let output = restore(
+        &target.name,
+        &dump,
+        &checksum,
+        &["--yes", "--count-rows-up-to-mb", "0", "--json"],
+    );
     let _ = session.kill();
     let _ = session.wait();
     let report = text(&output);
     assert!(output.status.success(), "{report}");
     assert!(report.contains("ended 1 open connection(s)"), "{report}");
+    assert!(
+        report.contains("public.customer: about 2000 rows (too big to count quickly"),
+        "{report}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        summary["tables"],
+        serde_json::json!([
+            {"table": "public.customer", "rows": 2000, "counted": false},
+            {"table": "public.purchase", "rows": 5000, "counted": false},
+        ])
+    );
     assert!(
         report.contains("the previous data is kept as database"),
         "{report}"

@@ -117,9 +117,14 @@ pub struct Restore {
     /// Required when not run on a terminal.
     #[arg(long)]
     pub yes: bool,
-    /// How many pg_restore processes load data and build indexes at once.
+    /// How many connections pg_restore uses at once (its --jobs): tables load and indexes
+    /// build side by side as their dependencies allow.
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
+    /// Count the rows of tables up to this size exactly (smallest first, at most four times
+    /// this much in all); bigger tables show the row count their index build recorded.
+    #[arg(long, value_name = "MB", default_value_t = 64)]
+    pub count_rows_up_to_mb: i64,
     /// Print one JSON object describing the restore on stdout (for CI).
     #[arg(long)]
     pub json: bool,
@@ -203,6 +208,10 @@ pub struct BenchBackup {
     /// The folder for the dumps (default: a temporary folder under target/).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// How many times each backup and restore is timed, ours and plain taking turns at going
+    /// first; the table shows medians.
+    #[arg(long, default_value_t = 4)]
+    pub runs: u32,
     #[command(flatten)]
     pub database: BenchDatabase,
 }

@@ -2,17 +2,15 @@
 //! fresh scratch database, check it, then swap it in with both renames in one transaction.
 //! A failure at any point leaves the target as it was.
 
-use std::fs;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
-use crate::backup::collect_stderr;
 use crate::postgres::{self, Server};
 use crate::progress::step;
 use crate::{checksum, flags, utc};
@@ -22,6 +20,9 @@ impl flags::Restore {
         let started = Instant::now();
         if self.jobs == 0 {
             bail!("--jobs 0 restores nothing; use 1 or more (default 2)");
+        }
+        if self.count_rows_up_to_mb < 0 {
+            bail!("--count-rows-up-to-mb must be 0 or more (0 counts no table; default 64)");
         }
         let server = Server {
             host: self.host.clone(),
@@ -94,14 +95,18 @@ impl flags::Restore {
             self.jobs,
             started,
         )?;
-        let tables = check(&server, &scratch.name, &entries)?;
+        let tables = check(
+            &server,
+            &scratch.name,
+            &entries,
+            self.count_rows_up_to_mb.saturating_mul(1 << 20),
+        )?;
         step(
             started,
             &format!(
-                "checked {:?}: {} tables, {} rows",
+                "checked {:?}: {} tables, every one the dump has data for",
                 scratch.name,
-                tables.len(),
-                tables.iter().map(|(_, rows)| rows).sum::<i64>()
+                tables.len()
             ),
         );
 
@@ -140,14 +145,14 @@ impl flags::Restore {
             );
         }
         for (table, rows) in &tables {
-            eprintln!("  {table}: {rows} rows");
+            eprintln!("  {table}: {rows}");
         }
         if self.json {
             let summary = json!({
                 "database": self.database,
                 "backup": self.backup_file,
                 "sha256": actual,
-                "tables": tables.iter().map(|(name, rows)| json!({"table": name, "rows": rows})).collect::<Vec<_>>(),
+                "tables": tables.iter().map(|(name, rows)| rows.json(name)).collect::<Vec<_>>(),
                 "previous_database": exists.then_some(previous_name),
                 "connections_ended": ended,
                 "seconds": started.elapsed().as_secs_f64(),
@@ -158,75 +163,9 @@ impl flags::Restore {
     }
 }
 
-/// One line of `pg_restore --list`: its text and its entry type (`TABLE DATA`, `INDEX`, ...).
+/// One line of `pg_restore --list`, by its entry type (`TABLE DATA`, `INDEX`, ...).
 struct ListEntry {
-    line: String,
     kind: String,
-}
-
-impl ListEntry {
-    /// `<TYPE> <schema> <name>` as the listing shows it: what names the item.
-    fn id(&self) -> String {
-        let after_ids = self.line.splitn(4, ' ').nth(3).unwrap_or_default();
-        match after_ids.rsplit_once(' ') {
-            Some((without_owner, _)) => without_owner.to_owned(),
-            None => after_ids.to_owned(),
-        }
-    }
-}
-
-/// How big the table is that each index or constraint of the dump is built on, by the item's
-/// id: the definitions come from `pg_restore --section=post-data` (no data is read), the sizes
-/// from the scratch database just loaded.
-fn build_sizes(
-    server: &Server,
-    database: &str,
-    backup: &Path,
-) -> anyhow::Result<std::collections::HashMap<String, i64>> {
-    let output = postgres::tool("pg_restore")?
-        .args(["--section=post-data", "-f", "-"])
-        .arg(backup)
-        .output()
-        .context("cannot run pg_restore")?;
-    let sql = String::from_utf8_lossy(&output.stdout);
-    let tables: std::collections::HashMap<String, i64> = server
-        .psql(
-            database,
-            "SELECT format('%I.%I', n.nspname, c.relname), pg_relation_size(c.oid) \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')",
-            &[],
-        )?
-        .lines()
-        .filter_map(|line| {
-            let (name, size) = line.rsplit_once('|')?;
-            Some((name.to_owned(), size.parse().ok()?))
-        })
-        .collect();
-    let mut sizes = std::collections::HashMap::new();
-    // Blocks start with "-- Name: <name>; Type: <TYPE>; Schema: <schema>; Owner: ...".
-    for block in sql.split("\n-- Name: ").skip(1) {
-        let mut header = block.lines().next().unwrap_or_default().split("; ");
-        let name = header.next().unwrap_or_default();
-        let kind = header.next().and_then(|part| part.strip_prefix("Type: "));
-        let schema = header.next().and_then(|part| part.strip_prefix("Schema: "));
-        let (Some(kind), Some(schema)) = (kind, schema) else {
-            continue;
-        };
-        // "CREATE INDEX x ON public.t USING ..." or "ALTER TABLE ONLY public.t\n    ADD ..."
-        let table = block
-            .split_once(" ON ")
-            .filter(|_| kind == "INDEX")
-            .and_then(|(_, rest)| rest.split(' ').next())
-            .or_else(|| {
-                block
-                    .split_once("ALTER TABLE ONLY ")
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-            });
-        if let Some(size) = table.and_then(|table| tables.get(table)) {
-            sizes.insert(format!("{kind} {schema} {name}"), *size);
-        }
-    }
-    Ok(sizes)
 }
 
 /// The dump's table of contents; fails on a file pg_restore cannot read.
@@ -264,10 +203,7 @@ fn list(backup: &Path) -> anyhow::Result<Vec<ListEntry>> {
                 .find(|kind| after_ids.starts_with(&format!("{kind} ")))
                 .map(|kind| kind.to_string())
                 .unwrap_or_else(|| after_ids.split(' ').next().unwrap_or_default().to_owned());
-            ListEntry {
-                line: line.to_owned(),
-                kind,
-            }
+            ListEntry { kind }
         })
         .collect())
 }
@@ -325,11 +261,13 @@ impl Drop for Scratch {
     }
 }
 
-/// Restores in three phases: schema; data in `jobs` parallel pg_restore processes; indexes and
-/// constraints in `jobs` processes, then foreign keys and the rest of the post-data.
+/// Restores the whole dump into `database` with one `pg_restore --jobs`: PostgreSQL's own
+/// scheduler loads each table and then builds its indexes and keys as their dependencies
+/// allow, `jobs` connections at a time, so index builds overlap with the loading of other
+/// tables. Each table loaded and each index or key built is shown as it finishes.
 ///
-/// Dumps streamed through a pipe carry no data offsets, so `pg_restore --jobs` cannot use them;
-/// each process here is given its share of the table of contents with `--use-list` instead.
+/// A dump streamed through a pipe carries no data offsets; pg_restore finds each table's data
+/// by skipping over the blocks before it, which reads only their headers.
 fn restore_into(
     server: &Server,
     database: &str,
@@ -338,192 +276,198 @@ fn restore_into(
     jobs: usize,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let lists = tempfile_dir()?;
-    let run = |name: &str,
-               section: &str,
-               keep: &dyn Fn(usize, &ListEntry) -> bool|
-     -> anyhow::Result<Child> {
-        let path = lists.join(name);
-        let text: String = entries
-            .iter()
-            .enumerate()
-            .filter(|(index, entry)| keep(*index, entry))
-            .map(|(_, entry)| format!("{}\n", entry.line))
-            .collect();
-        fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        postgres::tool("pg_restore")?
-            .arg("--exit-on-error")
-            .arg(format!("--section={section}"))
-            .arg("--use-list")
-            .arg(&path)
-            .args(server.args(database))
-            .arg(backup)
-            .env(
-                "PGOPTIONS",
-                "-c maintenance_work_mem=256MB -c synchronous_commit=off",
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot start pg_restore")
-    };
-    let wait_all = |children: Vec<Child>, phase: &str| -> anyhow::Result<()> {
-        let mut failures = Vec::new();
-        for mut child in children {
-            let errors = collect_stderr(&mut child);
-            let status = child.wait().context("pg_restore did not finish")?;
-            let errors = errors.join().unwrap_or_default();
-            if !status.success() {
-                failures.push(errors.trim().to_owned());
-            }
-        }
-        if !failures.is_empty() {
-            bail!(
-                "pg_restore failed while restoring the {phase}: {}; the target database was not changed",
-                failures.join("; ")
-            );
-        }
-        step(started, &format!("restored the {phase}"));
-        Ok(())
-    };
-
-    wait_all(vec![run("pre-data", "pre-data", &|_, _| true)?], "schema")?;
-
-    let data: Vec<usize> = (0..entries.len())
-        .filter(|&index| entries[index].kind == "TABLE DATA")
-        .collect();
-    let share = |index: usize| {
-        data.iter()
-            .position(|&data_index| data_index == index)
-            .map(|position| position % jobs)
-    };
-    let mut children = Vec::new();
-    for job in 0..jobs.min(data.len().max(1)) {
-        // Everything in the data section that is not table data goes with job 0.
-        children.push(run(&format!("data-{job}"), "data", &|index, _| {
-            share(index).unwrap_or(0) == job
-        })?);
-    }
-    wait_all(children, "data")?;
-
-    // Indexes and primary keys: one pg_restore each, `jobs` at a time, the biggest tables
-    // first, so that no job is left with the two largest builds while the other idles.
-    let parallel = |entry: &ListEntry| entry.kind == "INDEX" || entry.kind == "CONSTRAINT";
-    let sizes = build_sizes(server, database, backup).unwrap_or_default();
-    let mut pending: Vec<usize> = (0..entries.len())
-        .filter(|&index| parallel(&entries[index]))
-        .collect();
-    let builds = pending.len();
-    let sized = pending
+    let total = entries
         .iter()
-        .filter(|&&index| sizes.contains_key(&entries[index].id()))
+        .filter(|entry| PROGRESS_KINDS.contains(&entry.kind.as_str()))
         .count();
-    pending.sort_by_key(|&index| {
-        std::cmp::Reverse(sizes.get(&entries[index].id()).copied().unwrap_or(0))
-    });
-    pending.reverse(); // popped from the end: the biggest first
-    // Each child's stderr is drained by a thread of its own, so none can block on a full pipe.
-    let mut running: Vec<(Child, std::thread::JoinHandle<String>)> = Vec::new();
-    let mut failures = Vec::new();
-    while !pending.is_empty() || !running.is_empty() {
-        while running.len() < jobs && failures.is_empty() {
-            let Some(next) = pending.pop() else { break };
-            let mut child = run(&format!("post-{next}"), "post-data", &|index, _| {
-                index == next
-            })?;
-            let errors = collect_stderr(&mut child);
-            running.push((child, errors));
+    let mut child = postgres::tool("pg_restore")?
+        .args(["--exit-on-error", "--verbose"])
+        .arg(format!("--jobs={jobs}"))
+        .args(server.args(database))
+        .arg(backup)
+        // Bigger sorts in memory; commits need not wait for the disk, because nothing is
+        // swapped in before the final rename, whose commit flushes all of it.
+        .env(
+            "PGOPTIONS",
+            "-c maintenance_work_mem=256MB -c synchronous_commit=off",
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start pg_restore")?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut report = PgRestoreReport {
+        parallel: jobs > 1,
+        ..PgRestoreReport::default()
+    };
+    for line in std::io::BufReader::new(stderr).split(b'\n') {
+        let line = line.context("cannot read pg_restore's messages")?;
+        if let Some(item) = report.read(&String::from_utf8_lossy(&line)) {
+            step(started, &format!("{item} ({}/{total})", report.done));
         }
-        if running.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let mut still = Vec::new();
-        for (mut child, errors) in running {
-            match child.try_wait().context("pg_restore did not finish")? {
-                None => still.push((child, errors)),
-                Some(status) => {
-                    let errors = errors.join().unwrap_or_default();
-                    if !status.success() {
-                        failures.push(errors.trim().to_owned());
-                    }
-                }
-            }
-        }
-        running = still;
     }
-    if !failures.is_empty() {
+    let status = child.wait().context("pg_restore did not finish")?;
+    if !status.success() {
         bail!(
-            "pg_restore failed while restoring the indexes and constraints: {}; the target database was not changed",
-            failures.join("; ")
+            "pg_restore failed ({status}): {}; the target database was not changed",
+            report.errors.join("\n").trim()
         );
     }
-    step(
-        started,
-        &format!(
-            "restored the indexes and constraints ({builds} builds, {jobs} at a time, {sized} sized)"
-        ),
-    );
-    wait_all(
-        vec![run("post-rest", "post-data", &|_, entry| !parallel(entry))?],
-        "foreign keys, triggers and the rest",
-    )?;
-    let _ = fs::remove_dir_all(&lists);
+    step(started, "pg_restore finished");
     Ok(())
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("saulpos-restore-{}", std::process::id()));
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
+/// The kinds of items whose completion is shown as progress: the long ones.
+const PROGRESS_KINDS: [&str; 4] = ["TABLE DATA", "INDEX", "CONSTRAINT", "FK CONSTRAINT"];
+
+/// What `pg_restore --verbose` says, sorted into progress and errors.
+#[derive(Default)]
+struct PgRestoreReport {
+    /// Several jobs: items are reported as they finish; with one, as they start.
+    parallel: bool,
+    /// How many long items have finished (or, with one job, started).
+    done: usize,
+    /// Its error and warning lines with their continuation lines (`Command was: ...`).
+    errors: Vec<String>,
+    in_error: bool,
+}
+
+impl PgRestoreReport {
+    /// Reads one line; returns what to show as progress, if the line finishes a long item.
+    fn read(&mut self, line: &str) -> Option<String> {
+        let Some(message) = line.strip_prefix("pg_restore: ") else {
+            if self.in_error {
+                self.errors.push(line.to_owned());
+            }
+            return None;
+        };
+        self.in_error = ["error:", "warning:", "detail:", "hint:"]
+            .iter()
+            .any(|prefix| message.starts_with(prefix));
+        if self.in_error {
+            self.errors.push(line.to_owned());
+            return None;
+        }
+        // With several jobs: "finished item 3370 TABLE DATA sale_line".
+        if self.parallel {
+            let rest = message.strip_prefix("finished item ")?;
+            let item = rest.split_once(' ').map_or(rest, |(_, item)| item);
+            if PROGRESS_KINDS
+                .iter()
+                .any(|kind| item.starts_with(&format!("{kind} ")))
+            {
+                self.done += 1;
+                return Some(format!("finished {item}"));
+            }
+            return None;
+        }
+        // With one job, items are announced as they start.
+        let started = message.starts_with("processing data for table ")
+            || ["INDEX", "CONSTRAINT", "FK CONSTRAINT"]
+                .iter()
+                .any(|kind| message.starts_with(&format!("creating {kind} ")));
+        if started {
+            self.done += 1;
+            return Some(message.to_owned());
+        }
+        None
+    }
+}
+
+/// A table's rows as the restore reports them.
+#[derive(Clone, Copy)]
+enum Rows {
+    /// Counted with `count(*)`.
+    Counted(i64),
+    /// Too big to count cheaply: the figure the last index build stored in `pg_class`.
+    About(i64),
+    /// Too big to count and without an index, so without a figure.
+    NotCounted,
+}
+
+impl std::fmt::Display for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rows::Counted(1) => write!(f, "1 row"),
+            Rows::Counted(rows) => write!(f, "{rows} rows"),
+            Rows::About(rows) => write!(
+                f,
+                "about {rows} rows (too big to count quickly; the figure its index build recorded)"
+            ),
+            Rows::NotCounted => write!(f, "rows not counted (too big to count quickly)"),
+        }
+    }
+}
+
+impl Rows {
+    fn json(self, table: &str) -> serde_json::Value {
+        match self {
+            Rows::Counted(rows) => json!({"table": table, "rows": rows, "counted": true}),
+            Rows::About(rows) => json!({"table": table, "rows": rows, "counted": false}),
+            Rows::NotCounted => json!({"table": table, "rows": null, "counted": false}),
+        }
+    }
 }
 
 /// Checks the scratch database holds every table the dump has data for; returns each table's
-/// row count.
+/// rows. Tables up to `limit` bytes are counted with `count(*)`, smallest first, while the total
+/// counted stays under four times that; bigger ones report the row count their index build
+/// recorded.
 fn check(
     server: &Server,
     database: &str,
     entries: &[ListEntry],
-) -> anyhow::Result<Vec<(String, i64)>> {
+    limit: i64,
+) -> anyhow::Result<Vec<(String, Rows)>> {
+    // One query: the tables, smallest first, each counted while it and the running total stay
+    // under the limits (query_to_xml runs the count(*) built for that table).
     let output = server.psql(
         database,
-        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
-        &[],
+        "WITH tables AS ( \
+             SELECT c.oid, format('%I.%I', n.nspname, c.relname) AS name, \
+                    pg_relation_size(c.oid) AS size, c.reltuples::bigint AS estimate \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         ), running AS ( \
+             SELECT *, sum(size) OVER (ORDER BY size, name) AS total FROM tables \
+         ) \
+         SELECT name, CASE WHEN size <= :limit AND total <= :budget THEN \
+                    (xpath('/row/c/text()', query_to_xml( \
+                        format('SELECT count(*) AS c FROM %s', oid::regclass), false, true, '')))[1]::text \
+                END, estimate \
+         FROM running ORDER BY name",
+        &[
+            ("limit", &limit.to_string()),
+            ("budget", &(limit.saturating_mul(4)).to_string()),
+        ],
     )?;
-    let tables: Vec<String> = output.lines().map(str::to_owned).collect();
+    let rows: Vec<(String, Rows)> = output
+        .lines()
+        .filter_map(|line| {
+            // The name comes first and may itself hold a '|'.
+            let mut fields = line.rsplitn(3, '|');
+            let estimate: i64 = fields.next()?.parse().ok()?;
+            let counted = fields.next()?;
+            let rows = match counted.parse() {
+                Ok(count) => Rows::Counted(count),
+                Err(_) if estimate >= 0 => Rows::About(estimate),
+                Err(_) => Rows::NotCounted,
+            };
+            Some((fields.next()?.to_owned(), rows))
+        })
+        .collect();
     let expected = entries
         .iter()
         .filter(|entry| entry.kind == "TABLE DATA")
         .count();
-    if tables.len() < expected {
+    if rows.len() < expected {
         bail!(
             "the scratch database has {} tables but the dump has data for {expected}; the target database was not changed",
-            tables.len()
+            rows.len()
         );
     }
-    if tables.is_empty() {
-        return Ok(Vec::new());
-    }
-    let counts = tables
-        .iter()
-        .map(|table| {
-            format!(
-                "SELECT '{}', count(*) FROM {table}",
-                table.replace('\'', "''")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let output = server.psql(database, &counts, &[])?;
-    Ok(output
-        .lines()
-        .filter_map(|line| {
-            let (name, rows) = line.rsplit_once('|')?;
-            Some((name.to_owned(), rows.parse().ok()?))
-        })
-        .collect())
+    Ok(rows)
 }
 
 /// Renames the target aside (if it exists) and the scratch database to the target, in one
@@ -568,4 +512,73 @@ fn swap(
     }
     Err(last_error.expect("at least one try"))
         .context("cannot swap the restored database in; the target database was not changed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PgRestoreReport;
+
+    fn read_all(parallel: bool, lines: &[&str]) -> (Vec<String>, PgRestoreReport) {
+        let mut report = PgRestoreReport {
+            parallel,
+            ..PgRestoreReport::default()
+        };
+        let shown = lines.iter().filter_map(|line| report.read(line)).collect();
+        (shown, report)
+    }
+
+    #[test]
+    fn several_jobs_show_long_items_as_they_finish() {
+        let (shown, report) = read_all(
+            true,
+            &[
+                "pg_restore: launching item 3370 TABLE DATA sale_line",
+                "pg_restore: processing data for table \"public.sale_line\"",
+                "pg_restore: finished item 3370 TABLE DATA sale_line",
+                "pg_restore: finished item 3218 CONSTRAINT sale_line sale_line_pkey",
+                "pg_restore: finished item 3224 FK CONSTRAINT sale_line sale_line_sale_id_fkey",
+                "pg_restore: finished item 3380 SEQUENCE SET sale_id_seq",
+            ],
+        );
+        assert_eq!(
+            shown,
+            [
+                "finished TABLE DATA sale_line",
+                "finished CONSTRAINT sale_line sale_line_pkey",
+                "finished FK CONSTRAINT sale_line sale_line_sale_id_fkey",
+            ]
+        );
+        assert_eq!(report.done, 3);
+        assert!(report.errors.is_empty());
+    }
+
+    #[test]
+    fn one_job_shows_long_items_as_they_start_and_errors_keep_their_command() {
+        let (shown, report) = read_all(
+            false,
+            &[
+                "pg_restore: creating TABLE \"public.sale\"",
+                "pg_restore: processing data for table \"public.sale\"",
+                "pg_restore: creating INDEX \"public.sale_sold_at\"",
+                "pg_restore: error: could not execute query: ERROR:  role \"x\" does not exist",
+                "Command was: ALTER TABLE public.sale OWNER TO x;",
+                "pg_restore: creating FK CONSTRAINT \"public.sale sale_store_id_fkey\"",
+            ],
+        );
+        assert_eq!(
+            shown,
+            [
+                "processing data for table \"public.sale\"",
+                "creating INDEX \"public.sale_sold_at\"",
+                "creating FK CONSTRAINT \"public.sale sale_store_id_fkey\"",
+            ]
+        );
+        assert_eq!(
+            report.errors,
+            [
+                "pg_restore: error: could not execute query: ERROR:  role \"x\" does not exist",
+                "Command was: ALTER TABLE public.sale OWNER TO x;",
+            ]
+        );
+    }
 }

@@ -5,11 +5,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use xshell::Shell;
 
-use super::{Row, fresh_dir, note, seconds, timed};
+use super::{Row, fresh_dir, median, note, seconds, timed};
 use crate::flags;
 use crate::postgres::{self, Server};
 use crate::project_root;
@@ -32,105 +33,141 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
         .unwrap_or_else(|| project_root().join("target/bench/backup"));
     fresh_dir(&work)?;
     let (ours_dir, plain_dir) = (work.join("ours"), work.join("plain"));
-    fs::create_dir_all(&ours_dir)?;
-    fs::create_dir_all(&plain_dir)?;
+    let runs = flags.runs.max(1);
 
-    // Each timed run starts from a clean checkpoint, so none pays for the writes of another.
+    // Each timed run starts from a clean checkpoint, so none pays for the writes of another,
+    // and the two sides take turns at going first, so neither always finds the caches warm.
     let checkpoint = || server.psql("postgres", "CHECKPOINT", &[]).map(drop);
-    checkpoint()?;
-    note("plain backup: pg_dump -Fc, then sha256sum");
     let plain_dump = plain_dir.join(format!("{DATABASE}.dump"));
-    let ((), plain_backup) = timed(|| {
-        let mut dump = postgres::tool("pg_dump")?;
-        dump.args(["-Fc", "-f"])
-            .arg(&plain_dump)
-            .args(server.args(DATABASE));
-        succeed(&mut dump)?;
-        succeed(Command::new("sha256sum").arg(&plain_dump))
-    })?;
-
-    checkpoint()?;
-    note("our backup: cargo xtask backup (hashed while streaming, verified by pg_restore)");
-    let ((), ours_backup) = timed(|| {
-        flags::Backup {
-            host: server.host.clone(),
-            port: server.port,
-            database: DATABASE.to_owned(),
-            username: server.username.clone(),
-            backup_dir: ours_dir.clone(),
-            compress: 1,
-            keep: None,
-            json: false,
-        }
-        .run(sh)
-    })?;
+    let mut backups = Vec::new();
+    for run in 0..runs {
+        fresh_dir(&ours_dir)?;
+        fresh_dir(&plain_dir)?;
+        let plain = || {
+            checkpoint()?;
+            note(&format!(
+                "run {}/{runs}: plain backup, pg_dump -Fc then sha256sum",
+                run + 1
+            ));
+            Ok(timed(|| {
+                let mut dump = postgres::tool("pg_dump")?;
+                dump.args(["-Fc", "-f"])
+                    .arg(&plain_dump)
+                    .args(server.args(DATABASE));
+                succeed(&mut dump)?;
+                succeed(Command::new("sha256sum").arg(&plain_dump))
+            })?
+            .1)
+        };
+        let ours = || {
+            checkpoint()?;
+            note(&format!(
+                "run {}/{runs}: our backup, cargo xtask backup",
+                run + 1
+            ));
+            Ok(timed(|| {
+                flags::Backup {
+                    host: server.host.clone(),
+                    port: server.port,
+                    database: DATABASE.to_owned(),
+                    username: server.username.clone(),
+                    backup_dir: ours_dir.clone(),
+                    compress: 1,
+                    keep: None,
+                    json: false,
+                }
+                .run(sh)
+            })?
+            .1)
+        };
+        backups.push(in_turn(run, plain, ours)?);
+    }
     let ours_dump = find(&ours_dir, ".dump")?;
     let ours_checksum = find(&ours_dir, ".dump.sha256")?;
     let plain_size = fs::metadata(&plain_dump)?.len();
     let ours_size = fs::metadata(&ours_dump)?.len();
 
-    for name in [RESTORED_OURS, RESTORED_PLAIN] {
-        drop_database(&server, name)?;
-    }
-    server.psql(
-        "postgres",
-        "CREATE DATABASE :\"db\"",
-        &[("db", RESTORED_PLAIN)],
-    )?;
-    checkpoint()?;
-    note("plain restore: sha256sum -c, then pg_restore -j1 into an existing database");
-    let ((), plain_restore) = timed(|| {
-        succeed(
-            Command::new("sha256sum")
-                .arg("-c")
-                .arg(ours_checksum.file_name().unwrap())
-                .current_dir(&ours_dir),
-        )?;
-        let mut restore = postgres::tool("pg_restore")?;
-        restore
-            .args(["-j", "1"])
-            .args(server.args(RESTORED_PLAIN))
-            .arg(&ours_dump);
-        succeed(&mut restore)
-    })?;
-
-    drop_database(&server, RESTORED_PLAIN)?;
-    checkpoint()?;
-    note("our restore: cargo xtask restore (checksum, scratch database, check, swap)");
-    let ((), ours_restore) = timed(|| {
-        flags::Restore {
-            host: server.host.clone(),
-            port: server.port,
-            database: RESTORED_OURS.to_owned(),
-            username: server.username.clone(),
-            backup_file: ours_dump.clone(),
-            checksum_file: ours_checksum.clone(),
-            yes: true,
-            jobs: 2,
-            json: false,
-        }
-        .run(sh)
-    })?;
-    for name in [RESTORED_OURS, RESTORED_PLAIN] {
-        drop_database(&server, name)?;
+    let mut restores = Vec::new();
+    for run in 0..runs {
+        let plain = || {
+            drop_database(&server, RESTORED_PLAIN)?;
+            server.psql(
+                "postgres",
+                "CREATE DATABASE :\"db\"",
+                &[("db", RESTORED_PLAIN)],
+            )?;
+            checkpoint()?;
+            note(&format!(
+                "run {}/{runs}: plain restore, sha256sum -c then pg_restore -j1 into an existing database",
+                run + 1
+            ));
+            let ((), time) = timed(|| {
+                succeed(
+                    Command::new("sha256sum")
+                        .arg("-c")
+                        .arg(ours_checksum.file_name().unwrap())
+                        .current_dir(&ours_dir),
+                )?;
+                let mut restore = postgres::tool("pg_restore")?;
+                restore
+                    .args(["-j", "1"])
+                    .args(server.args(RESTORED_PLAIN))
+                    .arg(&ours_dump);
+                succeed(&mut restore)
+            })?;
+            drop_database(&server, RESTORED_PLAIN)?;
+            Ok(time)
+        };
+        let ours = || {
+            drop_database(&server, RESTORED_OURS)?;
+            checkpoint()?;
+            note(&format!(
+                "run {}/{runs}: our restore, cargo xtask restore (checksum, scratch database, check, swap)",
+                run + 1
+            ));
+            let ((), time) = timed(|| {
+                flags::Restore {
+                    host: server.host.clone(),
+                    port: server.port,
+                    database: RESTORED_OURS.to_owned(),
+                    username: server.username.clone(),
+                    backup_file: ours_dump.clone(),
+                    checksum_file: ours_checksum.clone(),
+                    yes: true,
+                    jobs: 2,
+                    count_rows_up_to_mb: 64,
+                    json: false,
+                }
+                .run(sh)
+            })?;
+            drop_database(&server, RESTORED_OURS)?;
+            Ok(time)
+        };
+        restores.push(in_turn(run, plain, ours)?);
     }
     fs::remove_dir_all(&work)?;
 
-    let backup_ratio = ours_backup.as_secs_f64() / plain_backup.as_secs_f64();
+    let backup_ratio = median_ratio(&backups);
     let size_ratio = ours_size as f64 / plain_size as f64;
-    let restore_ratio = ours_restore.as_secs_f64() / plain_restore.as_secs_f64();
+    let restore_ratio = median_ratio(&restores);
+    let times = |pairs: &[(Duration, Duration)], pick: fn(&(Duration, Duration)) -> Duration| {
+        let samples: Vec<Duration> = pairs.iter().map(pick).collect();
+        format!("{} (median of {runs})", seconds(median(samples)))
+    };
+    let (plain_backup, ours_backup) = (times(&backups, |p| p.0), times(&backups, |p| p.1));
+    let (plain_restore, ours_restore) = (times(&restores, |p| p.0), times(&restores, |p| p.1));
     Ok(vec![
         Row::figure(
             "database size (pg_database_size)",
             format!("{:.0} MB", size as f64 / 1e6),
         ),
-        Row::figure("backup, pg_dump -Fc + sha256sum", seconds(plain_backup)),
+        Row::figure("backup, pg_dump -Fc + sha256sum", plain_backup),
         Row::figure(
             "backup, ours (compress 1, verified by pg_restore)",
-            seconds(ours_backup),
+            ours_backup,
         ),
         Row::goal(
-            "backup time, ours / plain",
+            "backup time, ours / plain (median of the runs' ratios)",
             format!("{backup_ratio:.2}"),
             "<= 0.6",
             backup_ratio <= 0.6,
@@ -143,21 +180,50 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
             "<= 1.15",
             size_ratio <= 1.15,
         ),
+        Row::figure("restore, sha256sum -c + pg_restore -j1", plain_restore),
         Row::figure(
-            "restore, sha256sum -c + pg_restore -j1",
-            seconds(plain_restore),
-        ),
-        Row::figure(
-            "restore, ours (--jobs 2, scratch database, swap)",
-            seconds(ours_restore),
+            "restore, ours (--jobs 2, scratch database, check, swap)",
+            ours_restore,
         ),
         Row::goal(
-            "restore time, ours / plain",
+            "restore time, ours / plain (median of the runs' ratios)",
             format!("{restore_ratio:.2}"),
             "<= 0.8",
             restore_ratio <= 0.8,
         ),
     ])
+}
+
+/// Runs the plain side and ours, the plain one first on even runs and ours first on odd ones;
+/// returns (plain, ours).
+fn in_turn(
+    run: u32,
+    plain: impl FnOnce() -> anyhow::Result<Duration>,
+    ours: impl FnOnce() -> anyhow::Result<Duration>,
+) -> anyhow::Result<(Duration, Duration)> {
+    if run % 2 == 0 {
+        let plain = plain()?;
+        Ok((plain, ours()?))
+    } else {
+        let ours = ours()?;
+        Ok((plain()?, ours))
+    }
+}
+
+/// The median of each run's ours / plain: runs taken close together compare fairly even when
+/// the machine's speed drifts between them.
+fn median_ratio(pairs: &[(Duration, Duration)]) -> f64 {
+    let mut ratios: Vec<f64> = pairs
+        .iter()
+        .map(|(plain, ours)| ours.as_secs_f64() / plain.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let middle = ratios.len() / 2;
+    if ratios.len() % 2 == 0 {
+        (ratios[middle - 1] + ratios[middle]) / 2.0
+    } else {
+        ratios[middle]
+    }
 }
 
 /// Makes sure the bench database holds about `size_mb` MB of sales; returns its size in bytes.
