@@ -2,6 +2,7 @@
 //! `pg_restore` and `sha256sum`.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -337,6 +338,79 @@ fn a_restore_that_fails_part_way_leaves_the_target_unchanged() {
         databases_like(&format!("{}_", target.name)),
         Vec::<String>::new()
     );
+}
+
+#[test]
+fn a_killed_restore_leaves_the_target_unchanged_and_the_next_one_names_its_scratch_database() {
+    let source = TestDb::new("bk_kill_src");
+    source.query(CONTENT);
+    // Enough rows that the restore is still loading when it is killed.
+    source.query(
+        "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS digest FROM generate_series(1, 1000000) g;
+         ALTER TABLE bulk ADD PRIMARY KEY (id)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    assert!(backup(&source.name, dir.path(), &[]).status.success());
+    let (dump, checksum, _) = backup_files(dir.path());
+    let target = TestDb::new("bk_kill_dst");
+    let _cleanup = DropAfter(format!("{}_", target.name));
+    target.query("CREATE TABLE marker (note text); INSERT INTO marker VALUES ('untouched')");
+    let scratch_prefix = format!("{}_restoring_", target.name);
+
+    let mut child = xtask_command(
+        &clone().dir,
+        &[
+            "restore",
+            PG_HOST,
+            "5432",
+            &target.name,
+            "postgres",
+            dump.to_str().unwrap(),
+            checksum.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .process_group(0)
+    .spawn()
+    .unwrap();
+    let started = eventually(Duration::from_secs(120), || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before it could be killed"
+        );
+        !databases_like(&scratch_prefix).is_empty()
+    });
+    assert!(started, "the restore never created its scratch database");
+    let killed = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait().unwrap();
+    assert_eq!(target.query("SELECT note FROM marker"), "untouched");
+    let left = databases_like(&scratch_prefix);
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    // The next restore succeeds, and says which database the killed one left and how to drop it.
+    let output = restore(&target.name, &dump, &checksum, &["--yes"]);
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    assert!(
+        report.contains(&format!(
+            "note: database {:?} was left by a restore of {:?} that was killed",
+            left[0], target.name
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("-c 'DROP DATABASE \"{}\"'", left[0])),
+        "{report}"
+    );
+    assert_eq!(databases_like(&scratch_prefix), left, "it was dropped");
+    assert_eq!(fingerprint(&target.name), fingerprint(&source.name));
+    assert_eq!(target.query("SELECT count(*) FROM bulk"), "1000000");
 }
 
 #[test]

@@ -70,6 +70,12 @@ impl flags::Restore {
         }
 
         // 3. Restore into a scratch database; drop it on any failure.
+        for left in leftover_scratch(&server, &self.database)? {
+            eprintln!(
+                "note: database {left:?} was left by a restore of {:?} that was killed; if no restore is running now, drop it:  psql -h {} -p {} -U {} -d postgres -c 'DROP DATABASE \"{left}\"'",
+                self.database, self.host, self.port, self.username
+            );
+        }
         let scratch = Scratch {
             server: server.clone(),
             name: postgres::identifier_with_suffix(
@@ -233,6 +239,29 @@ fn confirm(flags: &flags::Restore, server: &Server, previous_name: &str) -> anyh
         bail!("not confirmed; nothing was restored");
     }
     Ok(())
+}
+
+/// Scratch databases that restores of `database` left behind when they were killed (a kill
+/// gives no chance to drop them). They are named, never dropped: another restore, maybe from
+/// another machine, could still be filling one.
+fn leftover_scratch(server: &Server, database: &str) -> anyhow::Result<Vec<String>> {
+    let names = server.psql(
+        "postgres",
+        "SELECT datname FROM pg_database WHERE strpos(datname, '_restoring_') > 0 ORDER BY 1",
+        &[],
+    )?;
+    Ok(names
+        .lines()
+        .filter(|name| {
+            name.rsplit_once("_restoring_").is_some_and(|(_, pid)| {
+                !pid.is_empty()
+                    && pid.bytes().all(|byte| byte.is_ascii_digit())
+                    && *name
+                        == postgres::identifier_with_suffix(database, &format!("_restoring_{pid}"))
+            })
+        })
+        .map(str::to_owned)
+        .collect())
 }
 
 /// The scratch database, dropped unless it was swapped in.
