@@ -61,7 +61,7 @@ impl flags::Restore {
         );
 
         // 2. Restoring over a database needs an approved incident command.
-        let exists = server.database_exists(&self.database)?;
+        let (exists, leftovers) = databases(&server, &self.database)?;
         let now = utc::compact(utc::now());
         let previous_name =
             postgres::identifier_with_suffix(&self.database, &format!("_before_{now}"));
@@ -70,7 +70,7 @@ impl flags::Restore {
         }
 
         // 3. Restore into a scratch database; drop it on any failure.
-        for left in leftover_scratch(&server, &self.database)? {
+        for left in leftovers {
             eprintln!(
                 "note: database {left:?} was left by a restore of {:?} that was killed; if no restore is running now, drop it:  psql -h {} -p {} -U {} -d postgres -c 'DROP DATABASE \"{left}\"'",
                 self.database, self.host, self.port, self.username
@@ -241,16 +241,18 @@ fn confirm(flags: &flags::Restore, server: &Server, previous_name: &str) -> anyh
     Ok(())
 }
 
-/// Scratch databases that restores of `database` left behind when they were killed (a kill
-/// gives no chance to drop them). They are named, never dropped: another restore, maybe from
-/// another machine, could still be filling one.
-fn leftover_scratch(server: &Server, database: &str) -> anyhow::Result<Vec<String>> {
+/// Whether `database` exists, and the scratch databases that restores of it left behind when
+/// they were killed (a kill gives no chance to drop them), in one query. Those are named, never
+/// dropped: another restore, maybe from another machine, could still be filling one.
+fn databases(server: &Server, database: &str) -> anyhow::Result<(bool, Vec<String>)> {
     let names = server.psql(
         "postgres",
-        "SELECT datname FROM pg_database WHERE strpos(datname, '_restoring_') > 0 ORDER BY 1",
-        &[],
+        "SELECT datname FROM pg_database \
+         WHERE datname = :'name' OR strpos(datname, '_restoring_') > 0 ORDER BY 1",
+        &[("name", database)],
     )?;
-    Ok(names
+    let exists = names.lines().any(|name| name == database);
+    let leftovers = names
         .lines()
         .filter(|name| {
             name.rsplit_once("_restoring_").is_some_and(|(_, pid)| {
@@ -261,7 +263,8 @@ fn leftover_scratch(server: &Server, database: &str) -> anyhow::Result<Vec<Strin
             })
         })
         .map(str::to_owned)
-        .collect())
+        .collect();
+    Ok((exists, leftovers))
 }
 
 /// The scratch database, dropped unless it was swapped in.
