@@ -3,6 +3,7 @@
 //! `pg_restore -j1` into an existing database.
 
 use std::fs;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -322,6 +323,8 @@ fn generate(server: &Server, size_mb: u64) -> anyhow::Result<u64> {
     let target = size_mb * 1_000_000;
     let batch = 100_000u64;
     let mut sales = 0;
+    // One line rewritten in place on a terminal; a line per batch in a CI log.
+    let terminal = std::io::stderr().is_terminal();
     while database_size(server)? < target * 8 / 10 {
         server.psql(
             DATABASE,
@@ -344,9 +347,15 @@ fn generate(server: &Server, size_mb: u64) -> anyhow::Result<u64> {
             ],
         )?;
         sales += batch;
-        eprint!("\rbench: {sales} sales");
+        if terminal {
+            eprint!("\rbench: {sales} sales");
+        } else {
+            note(&format!("{sales} sales"));
+        }
     }
-    eprintln!();
+    if terminal {
+        eprintln!();
+    }
     server.psql(
         DATABASE,
         "ALTER TABLE sale_line ADD FOREIGN KEY (sale_id) REFERENCES sale (id);
