@@ -239,6 +239,93 @@ fn a_restore_over_a_live_database_ends_its_connections_and_keeps_the_old_data_as
     assert!(databases_like(&format!("{}_restoring_", target.name)).is_empty());
 }
 
+/// Drops a role made for one test, after the databases that name it.
+struct DropRole(String);
+
+impl Drop for DropRole {
+    fn drop(&mut self) {
+        psql(
+            "postgres",
+            &format!("DROP ROLE IF EXISTS {}", quote_identifier(&self.0)),
+        );
+    }
+}
+
+/// What a database has that its dump does not carry, as one comparable text.
+fn database_properties(database: &str) -> String {
+    psql(
+        "postgres",
+        &format!(
+            "SELECT concat_ws(' | ', pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding),
+                    d.datcollate, d.datctype, d.datconnlimit, t.spcname,
+                    shobj_description(d.oid, 'pg_database'),
+                    (SELECT string_agg(concat_ws(' ', a.grantee::regrole, a.privilege_type, a.is_grantable), ', '
+                                       ORDER BY a.grantee, a.privilege_type) FROM aclexplode(d.datacl) a),
+                    (SELECT string_agg(concat_ws(' ', s.setrole, c), ', ' ORDER BY s.setrole, c)
+                     FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE s.setdatabase = d.oid))
+             FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace
+             WHERE d.datname = '{}'",
+            database.replace('\'', "''")
+        ),
+    )
+}
+
+#[test]
+fn a_restore_over_a_database_keeps_its_owner_locale_settings_privileges_and_comment() {
+    let source = TestDb::new("bk_props_src");
+    source.query(CONTENT);
+    let owner = format!("e2e owner \"it's\" {}", std::process::id());
+    let _role = DropRole(owner.clone());
+    let target = format!("e2e bk props 'x' {}", std::process::id());
+    let _cleanup = DropAfter(target.clone());
+    let (owner_id, target_id) = (quote_identifier(&owner), quote_identifier(&target));
+    psql("postgres", &format!("CREATE ROLE {owner_id}"));
+    psql(
+        "postgres",
+        &format!(
+            "CREATE DATABASE {target_id} OWNER {owner_id} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C' CONNECTION LIMIT 7"
+        ),
+    );
+    // Among the settings, one that would stop pg_restore if it reached its sessions.
+    for sql in [
+        format!("ALTER DATABASE {target_id} SET search_path = \"$user\", public, \"My Schema\""),
+        format!("ALTER DATABASE {target_id} SET timezone = 'Pacific/Auckland'"),
+        format!("ALTER DATABASE {target_id} SET default_transaction_read_only = on"),
+        format!("ALTER ROLE {owner_id} IN DATABASE {target_id} SET work_mem = '8MB'"),
+        format!("REVOKE CONNECT ON DATABASE {target_id} FROM PUBLIC"),
+        format!("GRANT CONNECT ON DATABASE {target_id} TO {owner_id} WITH GRANT OPTION"),
+        format!("COMMENT ON DATABASE {target_id} IS 'the tills'"),
+    ] {
+        psql("postgres", &sql);
+    }
+    let before = database_properties(&target);
+    assert!(
+        before.contains("| C | C | 7 | pg_default | the tills |"),
+        "{before}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    assert!(backup(&source.name, dir.path(), &[]).status.success());
+    let (dump, checksum, _) = backup_files(dir.path());
+
+    let output = restore(&target, &dump, &checksum, &["--yes"]);
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    assert!(
+        report.contains("with the target's owner, encoding, locale and tablespace"),
+        "{report}"
+    );
+    assert_eq!(database_properties(&target), before);
+    assert_eq!(
+        psql(&target, "SHOW search_path"),
+        "\"$user\", public, \"My Schema\""
+    );
+    assert_eq!(fingerprint(&target), fingerprint(&source.name));
+    // The old data kept aside has them too, so swapping it back loses nothing either.
+    let kept = databases_like(&format!("{target}_before_"));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(database_properties(&kept[0]), before);
+}
+
 #[test]
 fn a_damaged_dump_or_a_checksum_for_another_file_is_refused_and_the_target_is_unchanged() {
     let source = TestDb::new("bk_damage_src");

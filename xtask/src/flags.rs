@@ -97,6 +97,8 @@ pub struct Backup {
 /// Restore a backup made by `cargo xtask backup` into <database>, safely: the checksum is
 /// checked before any database is touched, the dump is restored into a scratch database, and
 /// only a complete restore is swapped in. The previous database is kept under a dated name.
+/// The restored database keeps the owner, encoding, locale, tablespace, settings, privileges,
+/// connection limit and comment of the one it replaces.
 ///
 /// The password comes from PGPASSWORD or ~/.pgpass, never from the command line.
 #[derive(Args)]
@@ -107,7 +109,8 @@ pub struct Restore {
     pub port: u16,
     /// The database to restore into; created if it does not exist.
     pub database: String,
-    /// The user to connect as (it must be allowed to create and rename databases).
+    /// The user to connect as (it must be allowed to create and rename databases, and to create
+    /// one owned by the target's owner: a superuser, or a member of that role).
     pub username: String,
     /// The .dump file written by `cargo xtask backup`.
     pub backup_file: PathBuf,

@@ -1,5 +1,6 @@
 //! `cargo xtask restore`: check the checksum before touching any database, restore into a
-//! fresh scratch database, check it, then swap it in with both renames in one transaction.
+//! fresh scratch database that takes the target's owner, locale and settings, check it, then swap
+//! it in with both renames in one transaction.
 //! A failure at any point leaves the target as it was.
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -84,14 +85,22 @@ impl flags::Restore {
             ),
             keep: false,
         };
-        server.psql(
-            "postgres",
-            "CREATE DATABASE :\"name\" TEMPLATE template0",
-            &[("name", &scratch.name)],
+        create_scratch(
+            &server,
+            &scratch.name,
+            exists.then_some(self.database.as_str()),
         )?;
         step(
             started,
-            &format!("created scratch database {:?}", scratch.name),
+            &format!(
+                "created scratch database {:?}{}",
+                scratch.name,
+                if exists {
+                    " with the target's owner, encoding, locale and tablespace"
+                } else {
+                    ""
+                }
+            ),
         );
         restore_into(
             &server,
@@ -116,7 +125,20 @@ impl flags::Restore {
             ),
         );
 
-        // 4. Swap: both renames commit together or not at all.
+        // 4. The target's settings, privileges and comment, applied only now so that none of
+        //    them (a read-only default, a statement timeout, CONNECT revoked) reaches pg_restore.
+        if exists {
+            copy_properties(&server, &self.database, &scratch.name)?;
+            step(
+                started,
+                &format!(
+                    "gave {:?} the settings, privileges, connection limit and comment of {:?}",
+                    scratch.name, self.database
+                ),
+            );
+        }
+
+        // 5. Swap: both renames commit together or not at all.
         let ended = swap(
             &server,
             &self.database,
@@ -265,6 +287,91 @@ fn databases(server: &Server, database: &str) -> anyhow::Result<(bool, Vec<Strin
         .map(str::to_owned)
         .collect();
     Ok((exists, leftovers))
+}
+
+/// Creates the scratch database. Restoring over `like`, it takes that database's owner,
+/// encoding, locale and tablespace, which cannot change once it exists: the swap must not hand
+/// the schema `public` (owned by the database owner) to whoever ran the restore, nor sort text
+/// another way. The columns are read through `to_jsonb` so that servers with and without locale
+/// providers (PostgreSQL 15+) and with either name for the ICU locale (17 renamed it) all work.
+fn create_scratch(server: &Server, name: &str, like: Option<&str>) -> anyhow::Result<()> {
+    let Some(like) = like else {
+        server.psql(
+            "postgres",
+            "CREATE DATABASE :\"name\" TEMPLATE template0",
+            &[("name", name)],
+        )?;
+        return Ok(());
+    };
+    server
+        .psql(
+            "postgres",
+            "SELECT format('CREATE DATABASE %I TEMPLATE template0 OWNER %I TABLESPACE %I \
+                            ENCODING %L LC_COLLATE %L LC_CTYPE %L', \
+                           :'name', pg_get_userbyid(d.datdba), t.spcname, \
+                           pg_encoding_to_char(d.encoding), d.datcollate, d.datctype) \
+                    || CASE j->>'datlocprovider' \
+                         WHEN 'c' THEN ' LOCALE_PROVIDER libc' \
+                         WHEN 'i' THEN format(' LOCALE_PROVIDER icu ICU_LOCALE %L', \
+                                              coalesce(j->>'daticulocale', j->>'datlocale')) \
+                         WHEN 'b' THEN format(' LOCALE_PROVIDER builtin BUILTIN_LOCALE %L', \
+                                              j->>'datlocale') \
+                         ELSE '' END \
+                    || CASE WHEN j->>'daticurules' IS NULL THEN '' \
+                            ELSE format(' ICU_RULES %L', j->>'daticurules') END \
+             FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace, to_jsonb(d) j \
+             WHERE d.datname = :'like' \\gexec",
+            &[("name", name), ("like", like)],
+        )
+        .with_context(|| {
+            format!(
+                "cannot create the scratch database with the owner, encoding, locale and tablespace of {like:?} (restore as a superuser, or as a member of its owner's role); nothing was restored"
+            )
+        })?;
+    Ok(())
+}
+
+/// Gives `scratch` what `like` has that a restore does not carry: its settings (`ALTER DATABASE
+/// ... SET`, also per role), privileges, connection limit and comment. Written out as
+/// `pg_dump --create` would (list settings such as `search_path` keep their own quoting).
+fn copy_properties(server: &Server, like: &str, scratch: &str) -> anyhow::Result<()> {
+    server
+        .psql(
+            "postgres",
+            "SELECT format('ALTER DATABASE %I CONNECTION LIMIT %s', :'name', datconnlimit) \
+             FROM pg_database WHERE datname = :'like' AND datconnlimit <> -1 \\gexec
+             SELECT format('COMMENT ON DATABASE %I IS %L', :'name', c) \
+             FROM pg_database d, shobj_description(d.oid, 'pg_database') c \
+             WHERE d.datname = :'like' AND c IS NOT NULL \\gexec
+             SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'name'), \
+                    format('REVOKE ALL ON DATABASE %I FROM %I', :'name', pg_get_userbyid(datdba)) \
+             FROM pg_database WHERE datname = :'like' AND datacl IS NOT NULL \\gexec
+             SELECT format('GRANT %s ON DATABASE %I TO %s%s', a.privilege_type, :'name', \
+                           CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                                ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                           CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
+             FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = :'like' \\gexec
+             SELECT format('ALTER %sDATABASE %I SET %I TO %s', \
+                           CASE WHEN s.setrole = 0 THEN '' \
+                                ELSE format('ROLE %I IN ', pg_get_userbyid(s.setrole)) END, \
+                           :'name', split_part(c, '=', 1), \
+                           CASE WHEN split_part(c, '=', 1) IN ('local_preload_libraries', \
+                                    'search_path', 'session_preload_libraries', \
+                                    'shared_preload_libraries', 'temp_tablespaces', \
+                                    'unix_socket_directories') \
+                                THEN substr(c, strpos(c, '=') + 1) \
+                                ELSE quote_literal(substr(c, strpos(c, '=') + 1)) END) \
+             FROM pg_database d JOIN pg_db_role_setting s ON s.setdatabase = d.oid, \
+                  unnest(s.setconfig) c \
+             WHERE d.datname = :'like' ORDER BY s.setrole, c \\gexec",
+            &[("name", scratch), ("like", like)],
+        )
+        .with_context(|| {
+            format!(
+                "cannot give the restored database the settings, privileges and comment of {like:?}; the target database was not changed"
+            )
+        })?;
+    Ok(())
 }
 
 /// The scratch database, dropped unless it was swapped in.
