@@ -126,11 +126,18 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
             drop_database(&server, RESTORED_PLAIN)?;
             Ok(time)
         };
+        // Like the plain side, over an existing database: the incident path, which also
+        // carries the target's owner, locale and settings over and keeps it aside.
         let ours = || {
             drop_database(&server, RESTORED_OURS)?;
+            server.psql(
+                "postgres",
+                "CREATE DATABASE :\"db\"",
+                &[("db", RESTORED_OURS)],
+            )?;
             checkpoint()?;
             note(&format!(
-                "run {}/{runs}: our restore, cargo xtask restore (checksum, scratch database, check, swap)",
+                "run {}/{runs}: our restore over an existing database, cargo xtask restore --yes (checksum, scratch database, check, swap)",
                 run + 1
             ));
             let ((), time) = timed(|| {
@@ -149,6 +156,14 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
                 .run(sh)
             })?;
             drop_database(&server, RESTORED_OURS)?;
+            let kept_aside = server.psql(
+                "postgres",
+                "SELECT datname FROM pg_database WHERE starts_with(datname, :'prefix')",
+                &[("prefix", &format!("{RESTORED_OURS}_before_"))],
+            )?;
+            for name in kept_aside.lines() {
+                drop_database(&server, name)?;
+            }
             Ok(time)
         };
         restores.push(in_turn(run, plain, ours)?);
@@ -203,7 +218,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
         ),
         Row::figure("restore, sha256sum -c + pg_restore -j1", plain_restore),
         Row::figure(
-            "restore, ours (--jobs 2, scratch database, check, swap)",
+            "restore, ours (--jobs 2, over an existing database: scratch, check, swap)",
             ours_restore,
         ),
         Row::figure(
