@@ -212,6 +212,14 @@ fn a_restore_over_a_live_database_ends_its_connections_and_keeps_the_old_data_as
     let _ = session.wait();
     let report = text(&output);
     assert!(output.status.success(), "{report}");
+    // Who is connected is said before their sessions are ended.
+    assert!(
+        report.contains(&format!(
+            "ending 1 open connection(s) to {:?} to swap the restored data in: postgres from {PG_HOST} (psql)",
+            target.name
+        )),
+        "{report}"
+    );
     assert!(report.contains("ended 1 open connection(s)"), "{report}");
     assert!(
         report.contains("public.customer: about 2000 rows (too big to count quickly"),

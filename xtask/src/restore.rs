@@ -139,6 +139,18 @@ impl flags::Restore {
         }
 
         // 5. Swap: both renames commit together or not at all.
+        if exists {
+            let (open, who) = sessions(&server, &self.database)?;
+            if open > 0 {
+                step(
+                    started,
+                    &format!(
+                        "ending {open} open connection(s) to {:?} to swap the restored data in: {who}",
+                        self.database
+                    ),
+                );
+            }
+        }
         let ended = swap(
             &server,
             &self.database,
@@ -248,8 +260,16 @@ fn confirm(flags: &flags::Restore, server: &Server, previous_name: &str) -> anyh
             server.address()
         );
     }
+    let (open, who) = sessions(server, &flags.database)?;
+    let connections = if open > 0 {
+        format!(
+            " It has {open} open connection(s) ({who}); they will be ended when the restored data is swapped in."
+        )
+    } else {
+        String::new()
+    };
     eprint!(
-        "Database {:?} at {} exists. Restore {} over it? Its current data will be kept as {previous_name:?}.\nType the database name to confirm: ",
+        "Database {:?} at {} exists. Restore {} over it? Its current data will be kept as {previous_name:?}.{connections}\nType the database name to confirm: ",
         flags.database,
         server.address(),
         flags.backup_file.display()
@@ -372,6 +392,29 @@ fn copy_properties(server: &Server, like: &str, scratch: &str) -> anyhow::Result
             )
         })?;
     Ok(())
+}
+
+/// How many client connections `database` has, and who holds them: `user from address
+/// (application)`, with `×N` for a pool of alike ones.
+fn sessions(server: &Server, database: &str) -> anyhow::Result<(i64, String)> {
+    let rows = server.psql(
+        "postgres",
+        "SELECT format('%s from %s%s%s', usename, coalesce(host(client_addr), 'a local socket'), \
+                       CASE WHEN application_name <> '' THEN format(' (%s)', application_name) ELSE '' END, \
+                       CASE WHEN count(*) > 1 THEN format(' ×%s', count(*)) ELSE '' END), count(*) \
+         FROM pg_stat_activity WHERE datname = :'name' AND backend_type = 'client backend' \
+         GROUP BY usename, client_addr, application_name ORDER BY 1",
+        &[("name", database)],
+    )?;
+    let mut total = 0;
+    let mut who = Vec::new();
+    for row in rows.lines() {
+        if let Some((description, count)) = row.rsplit_once('|') {
+            total += count.parse::<i64>().unwrap_or(0);
+            who.push(description.to_owned());
+        }
+    }
+    Ok((total, who.join(", ")))
 }
 
 /// The scratch database, dropped unless it was swapped in.
