@@ -300,6 +300,7 @@ fn a_restore_over_a_database_keeps_its_owner_locale_settings_privileges_and_comm
         format!("ALTER DATABASE {target_id} SET timezone = 'Pacific/Auckland'"),
         format!("ALTER DATABASE {target_id} SET default_transaction_read_only = on"),
         format!("ALTER ROLE {owner_id} IN DATABASE {target_id} SET work_mem = '8MB'"),
+        format!("ALTER ROLE {owner_id} IN DATABASE {target_id} SET search_path = ''"),
         format!("REVOKE CONNECT ON DATABASE {target_id} FROM PUBLIC"),
         format!("GRANT CONNECT ON DATABASE {target_id} TO {owner_id} WITH GRANT OPTION"),
         format!("COMMENT ON DATABASE {target_id} IS 'the tills'"),

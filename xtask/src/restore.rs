@@ -379,7 +379,8 @@ fn copy_properties(server: &Server, like: &str, scratch: &str) -> anyhow::Result
                                     'search_path', 'session_preload_libraries', \
                                     'shared_preload_libraries', 'temp_tablespaces', \
                                     'unix_socket_directories') \
-                                THEN substr(c, strpos(c, '=') + 1) \
+                                THEN CASE substr(c, strpos(c, '=') + 1) WHEN '\"\"' THEN '''''' \
+                                          ELSE substr(c, strpos(c, '=') + 1) END \
                                 ELSE quote_literal(substr(c, strpos(c, '=') + 1)) END) \
              FROM pg_database d JOIN pg_db_role_setting s ON s.setdatabase = d.oid, \
                   unnest(s.setconfig) c \
