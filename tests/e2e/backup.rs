@@ -316,6 +316,46 @@ fn a_restore_over_a_database_keeps_its_owner_locale_settings_privileges_and_comm
     assert!(backup(&source.name, dir.path(), &[]).status.success());
     let (dump, checksum, _) = backup_files(dir.path());
 
+    // A user who may create databases but not ones owned by the target's owner is refused
+    // before anything is created, and the target keeps all it had.
+    let operator = format!("e2e operator {}", std::process::id());
+    let _operator_role = DropRole(operator.clone());
+    psql(
+        "postgres",
+        &format!("CREATE ROLE {} LOGIN CREATEDB", quote_identifier(&operator)),
+    );
+    let refused = xtask_command(
+        &clone().dir,
+        &[
+            "restore",
+            PG_HOST,
+            "5432",
+            &target,
+            &operator,
+            dump.to_str().unwrap(),
+            checksum.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    let message = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains(&format!(
+            "cannot create the scratch database with the owner, encoding, locale and tablespace of {target:?} (restore as a superuser, or as a member of its owner's role); nothing was restored"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("must be member of role"), "{message}");
+    assert!(
+        !message.contains("dropped the scratch database"),
+        "{message}"
+    );
+    assert!(databases_like(&format!("{target}_")).is_empty());
+    assert_eq!(database_properties(&target), before);
+
     let output = restore(&target, &dump, &checksum, &["--yes"]);
     let report = text(&output);
     assert!(output.status.success(), "{report}");

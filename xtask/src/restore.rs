@@ -77,19 +77,17 @@ impl flags::Restore {
                 self.database, self.host, self.port, self.username
             );
         }
+        // CREATE DATABASE is all or nothing: the guard that drops it starts once it exists.
+        let name = postgres::identifier_with_suffix(
+            &self.database,
+            &format!("_restoring_{}", std::process::id()),
+        );
+        create_scratch(&server, &name, exists.then_some(self.database.as_str()))?;
         let scratch = Scratch {
             server: server.clone(),
-            name: postgres::identifier_with_suffix(
-                &self.database,
-                &format!("_restoring_{}", std::process::id()),
-            ),
+            name,
             keep: false,
         };
-        create_scratch(
-            &server,
-            &scratch.name,
-            exists.then_some(self.database.as_str()),
-        )?;
         step(
             started,
             &format!(
