@@ -44,14 +44,22 @@ impl flags::Restore {
                 self.checksum_file.display()
             );
         }
-        let (actual, size) = checksum::sha256_file(&self.backup_file)?;
+        // The table of contents and the databases are read while the dump is hashed: both only
+        // read, and their errors come after a checksum mismatch, which is reported first.
+        let (hashed, listed, found) = std::thread::scope(|scope| {
+            let listed = scope.spawn(|| list(&self.backup_file));
+            let found = scope.spawn(|| databases(&server, &self.database));
+            let hashed = checksum::sha256_file(&self.backup_file);
+            (hashed, joined(listed), joined(found))
+        });
+        let (actual, size) = hashed?;
         if actual != recorded {
             bail!(
                 "{} does not match its checksum (sha256 {actual}, recorded {recorded}): the file is damaged or not that backup; nothing was restored",
                 self.backup_file.display()
             );
         }
-        let entries = list(&self.backup_file)?;
+        let entries = listed?;
         step(
             started,
             &format!(
@@ -62,7 +70,7 @@ impl flags::Restore {
         );
 
         // 2. Restoring over a database needs an approved incident command.
-        let (exists, leftovers) = databases(&server, &self.database)?;
+        let (exists, leftovers) = found?;
         let now = utc::compact(utc::now());
         let previous_name =
             postgres::identifier_with_suffix(&self.database, &format!("_before_{now}"));
@@ -108,9 +116,13 @@ impl flags::Restore {
             self.jobs,
             started,
         )?;
-        let tables = check(
+        // 4. One round trip: check the scratch database, give it the target's settings,
+        //    privileges and comment (only now, so that none of them, a read-only default, a
+        //    statement timeout, CONNECT revoked, reaches pg_restore), and see who is connected.
+        let (tables, connected) = check_and_adopt(
             &server,
             &scratch.name,
+            exists.then_some(self.database.as_str()),
             &entries,
             self.count_rows_up_to_mb.saturating_mul(1 << 20),
         )?;
@@ -122,11 +134,7 @@ impl flags::Restore {
                 tables.len()
             ),
         );
-
-        // 4. The target's settings, privileges and comment, applied only now so that none of
-        //    them (a read-only default, a statement timeout, CONNECT revoked) reaches pg_restore.
         if exists {
-            copy_properties(&server, &self.database, &scratch.name)?;
             step(
                 started,
                 &format!(
@@ -137,17 +145,16 @@ impl flags::Restore {
         }
 
         // 5. Swap: both renames commit together or not at all.
-        if exists {
-            let (open, who) = sessions(&server, &self.database)?;
-            if open > 0 {
-                step(
-                    started,
-                    &format!(
-                        "ending {open} open connection(s) to {:?} to swap the restored data in: {who}",
-                        self.database
-                    ),
-                );
-            }
+        if let Some((open, who)) = connected
+            && open > 0
+        {
+            step(
+                started,
+                &format!(
+                    "ending {open} open connection(s) to {:?} to swap the restored data in: {who}",
+                    self.database
+                ),
+            );
         }
         let ended = swap(
             &server,
@@ -199,6 +206,13 @@ impl flags::Restore {
         }
         Ok(())
     }
+}
+
+/// The result of a scoped thread; its panic, if it panicked, goes on in this one.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// One line of `pg_restore --list`, by its entry type (`TABLE DATA`, `INDEX`, ...).
@@ -349,62 +363,57 @@ fn create_scratch(server: &Server, name: &str, like: Option<&str>) -> anyhow::Re
     Ok(())
 }
 
-/// Gives `scratch` what `like` has that a restore does not carry: its settings (`ALTER DATABASE
-/// ... SET`, also per role), privileges, connection limit and comment. Written out as
+/// Gives `:scratch` what `:like` has that a restore does not carry: its settings (`ALTER
+/// DATABASE ... SET`, also per role), privileges, connection limit and comment. Written out as
 /// `pg_dump --create` would (list settings such as `search_path` keep their own quoting).
-fn copy_properties(server: &Server, like: &str, scratch: &str) -> anyhow::Result<()> {
-    server
-        .psql(
-            "postgres",
-            "SELECT format('ALTER DATABASE %I CONNECTION LIMIT %s', :'name', datconnlimit) \
-             FROM pg_database WHERE datname = :'like' AND datconnlimit <> -1 \\gexec
-             SELECT format('COMMENT ON DATABASE %I IS %L', :'name', c) \
-             FROM pg_database d, shobj_description(d.oid, 'pg_database') c \
-             WHERE d.datname = :'like' AND c IS NOT NULL \\gexec
-             SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'name'), \
-                    format('REVOKE ALL ON DATABASE %I FROM %I', :'name', pg_get_userbyid(datdba)) \
-             FROM pg_database WHERE datname = :'like' AND datacl IS NOT NULL \\gexec
-             SELECT format('GRANT %s ON DATABASE %I TO %s%s', a.privilege_type, :'name', \
-                           CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
-                                ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
-                           CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
-             FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = :'like' \\gexec
-             SELECT format('ALTER %sDATABASE %I SET %I TO %s', \
-                           CASE WHEN s.setrole = 0 THEN '' \
-                                ELSE format('ROLE %I IN ', pg_get_userbyid(s.setrole)) END, \
-                           :'name', split_part(c, '=', 1), \
-                           CASE WHEN split_part(c, '=', 1) IN ('local_preload_libraries', \
-                                    'search_path', 'session_preload_libraries', \
-                                    'shared_preload_libraries', 'temp_tablespaces', \
-                                    'unix_socket_directories') \
-                                THEN CASE substr(c, strpos(c, '=') + 1) WHEN '\"\"' THEN '''''' \
-                                          ELSE substr(c, strpos(c, '=') + 1) END \
-                                ELSE quote_literal(substr(c, strpos(c, '=') + 1)) END) \
-             FROM pg_database d JOIN pg_db_role_setting s ON s.setdatabase = d.oid, \
-                  unnest(s.setconfig) c \
-             WHERE d.datname = :'like' ORDER BY s.setrole, c \\gexec",
-            &[("name", scratch), ("like", like)],
-        )
-        .with_context(|| {
-            format!(
-                "cannot give the restored database the settings, privileges and comment of {like:?}; the target database was not changed"
-            )
-        })?;
-    Ok(())
+const ADOPT_PROPERTIES: &str =
+    "SELECT format('ALTER DATABASE %I CONNECTION LIMIT %s', :'scratch', datconnlimit) \
+     FROM pg_database WHERE datname = :'like' AND datconnlimit <> -1 \\gexec
+     SELECT format('COMMENT ON DATABASE %I IS %L', :'scratch', c) \
+     FROM pg_database d, shobj_description(d.oid, 'pg_database') c \
+     WHERE d.datname = :'like' AND c IS NOT NULL \\gexec
+     SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'scratch'), \
+            format('REVOKE ALL ON DATABASE %I FROM %I', :'scratch', pg_get_userbyid(datdba)) \
+     FROM pg_database WHERE datname = :'like' AND datacl IS NOT NULL \\gexec
+     SELECT format('GRANT %s ON DATABASE %I TO %s%s', a.privilege_type, :'scratch', \
+                   CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                        ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                   CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
+     FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = :'like' \\gexec
+     SELECT format('ALTER %sDATABASE %I SET %I TO %s', \
+                   CASE WHEN s.setrole = 0 THEN '' \
+                        ELSE format('ROLE %I IN ', pg_get_userbyid(s.setrole)) END, \
+                   :'scratch', split_part(c, '=', 1), \
+                   CASE WHEN split_part(c, '=', 1) IN ('local_preload_libraries', \
+                            'search_path', 'session_preload_libraries', \
+                            'shared_preload_libraries', 'temp_tablespaces', \
+                            'unix_socket_directories') \
+                        THEN CASE substr(c, strpos(c, '=') + 1) WHEN '\"\"' THEN '''''' \
+                                  ELSE substr(c, strpos(c, '=') + 1) END \
+                        ELSE quote_literal(substr(c, strpos(c, '=') + 1)) END) \
+     FROM pg_database d JOIN pg_db_role_setting s ON s.setdatabase = d.oid, \
+          unnest(s.setconfig) c \
+     WHERE d.datname = :'like' ORDER BY s.setrole, c \\gexec";
+
+/// The client connections to `:target`: one row per `user from address (application)`, with
+/// `×N` for a pool of alike ones, and how many.
+const SESSIONS: &str = "SELECT format('%s from %s%s%s', usename, coalesce(host(client_addr), 'a local socket'), \
+                CASE WHEN application_name <> '' THEN format(' (%s)', application_name) ELSE '' END, \
+                CASE WHEN count(*) > 1 THEN format(' ×%s', count(*)) ELSE '' END), count(*) \
+  FROM pg_stat_activity WHERE datname = :'target' AND backend_type = 'client backend' \
+  GROUP BY usename, client_addr, application_name ORDER BY 1";
+
+/// How many client connections a database has, and who holds them.
+type Connections = (i64, String);
+
+/// How many client connections `database` has, and who holds them.
+fn sessions(server: &Server, database: &str) -> anyhow::Result<Connections> {
+    let rows = server.psql("postgres", SESSIONS, &[("target", database)])?;
+    Ok(read_sessions(&rows))
 }
 
-/// How many client connections `database` has, and who holds them: `user from address
-/// (application)`, with `×N` for a pool of alike ones.
-fn sessions(server: &Server, database: &str) -> anyhow::Result<(i64, String)> {
-    let rows = server.psql(
-        "postgres",
-        "SELECT format('%s from %s%s%s', usename, coalesce(host(client_addr), 'a local socket'), \
-                       CASE WHEN application_name <> '' THEN format(' (%s)', application_name) ELSE '' END, \
-                       CASE WHEN count(*) > 1 THEN format(' ×%s', count(*)) ELSE '' END), count(*) \
-         FROM pg_stat_activity WHERE datname = :'name' AND backend_type = 'client backend' \
-         GROUP BY usename, client_addr, application_name ORDER BY 1",
-        &[("name", database)],
-    )?;
+/// Reads the rows of [`SESSIONS`]: the total, and the descriptions joined.
+fn read_sessions(rows: &str) -> Connections {
     let mut total = 0;
     let mut who = Vec::new();
     for row in rows.lines() {
@@ -413,7 +422,7 @@ fn sessions(server: &Server, database: &str) -> anyhow::Result<(i64, String)> {
             who.push(description.to_owned());
         }
     }
-    Ok((total, who.join(", ")))
+    (total, who.join(", "))
 }
 
 /// The scratch database, dropped unless it was swapped in.
@@ -591,40 +600,83 @@ impl Rows {
     }
 }
 
-/// Checks the scratch database holds every table the dump has data for; returns each table's
-/// rows. Tables up to `limit` bytes are counted with `count(*)`, smallest first, while the total
-/// counted stays under four times that; bigger ones report the row count their index build
-/// recorded.
-fn check(
+/// Each user table of the database it runs in, smallest first, counted with `count(*)` while
+/// it stays under `:limit` bytes and the running total under `:budget`: `name|count|estimate`,
+/// the count empty where not counted (`query_to_xml` runs the count built for that table).
+const COUNT_TABLES: &str = "WITH tables AS ( \
+        SELECT c.oid, format('%I.%I', n.nspname, c.relname) AS name, \
+               pg_relation_size(c.oid) AS size, c.reltuples::bigint AS estimate \
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+    ), running AS ( \
+        SELECT *, sum(size) OVER (ORDER BY size, name) AS total FROM tables \
+    ) \
+    SELECT name, CASE WHEN size <= :limit AND total <= :budget THEN \
+               (xpath('/row/c/text()', query_to_xml( \
+                   format('SELECT count(*) AS c FROM %s', oid::regclass), false, true, '')))[1]::text \
+           END, estimate \
+    FROM running ORDER BY name";
+
+/// In one session on the scratch database: checks it holds every table the dump has data
+/// for and returns each table's rows (tables up to `limit` bytes counted, bigger ones with the
+/// row count their index build recorded); restoring over `like`, gives it that database's
+/// settings, privileges, connection limit and comment, and returns who is connected to it.
+fn check_and_adopt(
     server: &Server,
-    database: &str,
+    scratch: &str,
+    like: Option<&str>,
     entries: &[ListEntry],
     limit: i64,
-) -> anyhow::Result<Vec<(String, Rows)>> {
-    // One query: the tables, smallest first, each counted while it and the running total stay
-    // under the limits (query_to_xml runs the count(*) built for that table).
-    let output = server.psql(
-        database,
-        "WITH tables AS ( \
-             SELECT c.oid, format('%I.%I', n.nspname, c.relname) AS name, \
-                    pg_relation_size(c.oid) AS size, c.reltuples::bigint AS estimate \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-         ), running AS ( \
-             SELECT *, sum(size) OVER (ORDER BY size, name) AS total FROM tables \
-         ) \
-         SELECT name, CASE WHEN size <= :limit AND total <= :budget THEN \
-                    (xpath('/row/c/text()', query_to_xml( \
-                        format('SELECT count(*) AS c FROM %s', oid::regclass), false, true, '')))[1]::text \
-                END, estimate \
-         FROM running ORDER BY name",
-        &[
-            ("limit", &limit.to_string()),
-            ("budget", &(limit.saturating_mul(4)).to_string()),
-        ],
-    )?;
-    let rows: Vec<(String, Rows)> = output
-        .lines()
+) -> anyhow::Result<(TableRows, Option<Connections>)> {
+    // Sections are told apart by a line no row can be: every row holds a '|'.
+    const SECTION: &str = "--";
+    let mut script = format!("{COUNT_TABLES};\n");
+    if like.is_some() {
+        script += &format!("{ADOPT_PROPERTIES}\n\\echo {SECTION}\n{SESSIONS};\n");
+    }
+    let (limit, budget) = (limit.to_string(), limit.saturating_mul(4).to_string());
+    let output = server
+        .psql(
+            scratch,
+            &script,
+            &[
+                ("limit", &limit),
+                ("budget", &budget),
+                ("scratch", scratch),
+                ("like", like.unwrap_or_default()),
+                ("target", like.unwrap_or_default()),
+            ],
+        )
+        .with_context(|| match like {
+            Some(like) => format!(
+                "cannot check the restored database and give it the settings, privileges and comment of {like:?}; the target database was not changed"
+            ),
+            None => "cannot check the restored database; the target database was not changed"
+                .to_owned(),
+        })?;
+    let mut lines = output.lines();
+    let counted: Vec<&str> = lines.by_ref().take_while(|line| *line != SECTION).collect();
+    let connected = like.map(|_| read_sessions(&lines.collect::<Vec<_>>().join("\n")));
+    let tables = read_tables(&counted.join("\n"));
+    let expected = entries
+        .iter()
+        .filter(|entry| entry.kind == "TABLE DATA")
+        .count();
+    if tables.len() < expected {
+        bail!(
+            "the scratch database has {} tables but the dump has data for {expected}; the target database was not changed",
+            tables.len()
+        );
+    }
+    Ok((tables, connected))
+}
+
+/// Each table's name and rows, by name.
+type TableRows = Vec<(String, Rows)>;
+
+/// Reads the rows of [`COUNT_TABLES`].
+fn read_tables(rows: &str) -> TableRows {
+    rows.lines()
         .filter_map(|line| {
             // The name comes first and may itself hold a '|'.
             let mut fields = line.rsplitn(3, '|');
@@ -637,18 +689,7 @@ fn check(
             };
             Some((fields.next()?.to_owned(), rows))
         })
-        .collect();
-    let expected = entries
-        .iter()
-        .filter(|entry| entry.kind == "TABLE DATA")
-        .count();
-    if rows.len() < expected {
-        bail!(
-            "the scratch database has {} tables but the dump has data for {expected}; the target database was not changed",
-            rows.len()
-        );
-    }
-    Ok(rows)
+        .collect()
 }
 
 /// Renames the target aside (if it exists) and the scratch database to the target, in one
