@@ -477,7 +477,8 @@ fn a_restore_that_fails_part_way_leaves_the_target_unchanged() {
 }
 
 #[test]
-fn a_killed_restore_leaves_the_target_unchanged_and_the_next_one_names_its_scratch_database() {
+fn a_killed_restore_leaves_the_target_unchanged_and_its_guard_or_the_next_restore_deals_with_its_scratch_database()
+ {
     let source = TestDb::new("bk_kill_src");
     source.query(CONTENT);
     // Enough rows that the restore is still loading when it is killed.
@@ -492,59 +493,97 @@ fn a_killed_restore_leaves_the_target_unchanged_and_the_next_one_names_its_scrat
     let _cleanup = DropAfter(format!("{}_", target.name));
     target.query("CREATE TABLE marker (note text); INSERT INTO marker VALUES ('untouched')");
     let scratch_prefix = format!("{}_restoring_", target.name);
-
-    let mut child = xtask_command(
-        &clone().dir,
-        &[
-            "restore",
-            PG_HOST,
-            "5432",
-            &target.name,
-            "postgres",
-            dump.to_str().unwrap(),
-            checksum.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .process_group(0)
-    .spawn()
-    .unwrap();
-    let started = eventually(Duration::from_secs(120), || {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the restore ended before it could be killed"
-        );
-        !databases_like(&scratch_prefix).is_empty()
-    });
-    assert!(started, "the restore never created its scratch database");
-    let killed = Command::new("kill")
-        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
-        .status()
+    // A restore in a process group of its own, as a terminal runs it, once its scratch database
+    // and the guard of it exist (the restore is loading then).
+    let start = || {
+        let mut child = xtask_command(
+            &clone().dir,
+            &[
+                "restore",
+                PG_HOST,
+                "5432",
+                &target.name,
+                "postgres",
+                dump.to_str().unwrap(),
+                checksum.to_str().unwrap(),
+                "--yes",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
         .unwrap();
-    assert!(killed.success());
+        let started = eventually(Duration::from_secs(120), || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the restore ended before it could be killed"
+            );
+            databases_like(&scratch_prefix).len() == 1
+        });
+        assert!(started, "the restore never created its scratch database");
+        let scratch = databases_like(&scratch_prefix).remove(0);
+        let guarded = eventually(Duration::from_secs(10), || {
+            find_process(&["restore-guard", &scratch]).is_some()
+        });
+        assert!(guarded, "the restore started no guard for {scratch:?}");
+        (child, scratch)
+    };
+    let kill = |signal: &str, pid: String| {
+        let killed = Command::new("kill")
+            .args(["-s", signal, "--", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    };
+
+    // Killed as Ctrl-C or a lost session would (the whole process group): its guard, which runs
+    // apart, drops the scratch database and says so.
+    let (child, scratch) = start();
+    kill("TERM", format!("-{}", child.id()));
+    let output = child.wait_with_output().unwrap();
+    let report = text(&output);
+    assert!(!output.status.success(), "{report}");
+    assert!(
+        report.contains(&format!(
+            "restore of {:?} was interrupted: dropped its scratch database {scratch:?}; {:?} was not changed",
+            target.name, target.name
+        )),
+        "{report}"
+    );
+    assert_eq!(
+        databases_like(&format!("{}_", target.name)),
+        Vec::<String>::new()
+    );
+    assert_eq!(target.query("SELECT note FROM marker"), "untouched");
+
+    // Killed with its guard (as when the machine goes down): the scratch database stays, and the
+    // next restore succeeds and says which database the killed one left and how to drop it.
+    let (mut child, scratch) = start();
+    let guard = find_process(&["restore-guard", &scratch]).unwrap();
+    kill("KILL", guard.to_string());
+    kill("KILL", format!("-{}", child.id()));
     child.wait().unwrap();
     assert_eq!(target.query("SELECT note FROM marker"), "untouched");
-    let left = databases_like(&scratch_prefix);
-    assert_eq!(left.len(), 1, "{left:?}");
-
-    // The next restore succeeds, and says which database the killed one left and how to drop it.
+    assert_eq!(
+        databases_like(&scratch_prefix),
+        std::slice::from_ref(&scratch)
+    );
     let output = restore(&target.name, &dump, &checksum, &["--yes"]);
     let report = text(&output);
     assert!(output.status.success(), "{report}");
     assert!(
         report.contains(&format!(
-            "note: database {:?} was left by a restore of {:?} that was killed",
-            left[0], target.name
+            "note: database {scratch:?} was left by a restore of {:?} that was killed",
+            target.name
         )),
         "{report}"
     );
     assert!(
-        report.contains(&format!("-c 'DROP DATABASE \"{}\"'", left[0])),
+        report.contains(&format!("-c 'DROP DATABASE \"{scratch}\"'")),
         "{report}"
     );
-    assert_eq!(databases_like(&scratch_prefix), left, "it was dropped");
+    assert_eq!(databases_like(&scratch_prefix), [scratch], "it was dropped");
     assert_eq!(fingerprint(&target.name), fingerprint(&source.name));
     assert_eq!(target.query("SELECT count(*) FROM bulk"), "1000000");
 }

@@ -167,8 +167,10 @@ fn every_subcommand_appears_in_a_runbook() {
         .flat_map(|file| commands_in(&fs::read_to_string(file).unwrap()))
         .filter_map(|(_, words)| words.first().cloned())
         .collect();
+    // Hidden ones are internal: `restore-guard` is started by `restore`, never by a person.
     let missing: Vec<String> = Xtask::command()
         .get_subcommands()
+        .filter(|command| !command.is_hide_set())
         .map(|command| command.get_name().to_owned())
         .filter(|name| !used.contains(name))
         .collect();

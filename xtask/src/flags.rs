@@ -22,6 +22,8 @@ pub enum Command {
     Verify(Verify),
     Backup(Backup),
     Restore(Restore),
+    #[command(hide = true)]
+    RestoreGuard(RestoreGuard),
     Deploy(Deploy),
     Rollback(Rollback),
     Status(Status),
@@ -131,6 +133,23 @@ pub struct Restore {
     /// Print one JSON object describing the restore on stdout (for CI).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Internal, started by `restore` beside itself: waits on standard input and, if the restore
+/// ends without writing "done" there (Ctrl-C, a kill, a lost session), drops the scratch
+/// database it was filling. Not for direct use.
+#[derive(Args)]
+pub struct RestoreGuard {
+    /// The database server's host name or address.
+    pub host: String,
+    /// The database server's port.
+    pub port: u16,
+    /// The user to connect as (its password from PGPASSWORD or ~/.pgpass).
+    pub username: String,
+    /// The database the restore was restoring.
+    pub database: String,
+    /// The scratch database to drop if the restore dies.
+    pub scratch: String,
 }
 
 /// Measure our tools against the plain ones on the same input, in one run, and print a table

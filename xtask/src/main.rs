@@ -27,6 +27,7 @@ mod progress;
 mod redact;
 mod release_version;
 mod restore;
+mod restore_guard;
 mod rollback;
 mod smoke;
 mod status;
@@ -57,6 +58,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Verify(cmd) => cmd.run(sh),
         flags::Command::Backup(cmd) => cmd.run(sh),
         flags::Command::Restore(cmd) => cmd.run(sh),
+        flags::Command::RestoreGuard(cmd) => cmd.run(),
         flags::Command::Deploy(cmd) => cmd.run(sh),
         flags::Command::Rollback(cmd) => cmd.run(sh),
         flags::Command::Status(cmd) => cmd.run(sh),

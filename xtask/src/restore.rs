@@ -14,7 +14,7 @@ use xshell::Shell;
 
 use crate::postgres::{self, Server};
 use crate::progress::step;
-use crate::{checksum, flags, utc};
+use crate::{checksum, flags, restore_guard, utc};
 
 impl flags::Restore {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
@@ -92,6 +92,7 @@ impl flags::Restore {
         );
         create_scratch(&server, &name, exists.then_some(self.database.as_str()))?;
         let scratch = Scratch {
+            guard: restore_guard::start(&server, &self.database, &name),
             server: server.clone(),
             name,
             keep: false,
@@ -296,8 +297,9 @@ fn confirm(flags: &flags::Restore, server: &Server, previous_name: &str) -> anyh
 }
 
 /// Whether `database` exists, and the scratch databases that restores of it left behind when
-/// they were killed (a kill gives no chance to drop them), in one query. Those are named, never
-/// dropped: another restore, maybe from another machine, could still be filling one.
+/// they were killed together with their guard (nobody was left to drop them), in one query.
+/// Those are named, never dropped: another restore, maybe from another machine, could still be
+/// filling one.
 fn databases(server: &Server, database: &str) -> anyhow::Result<(bool, Vec<String>)> {
     let names = server.psql(
         "postgres",
@@ -425,11 +427,13 @@ fn read_sessions(rows: &str) -> Connections {
     (total, who.join(", "))
 }
 
-/// The scratch database, dropped unless it was swapped in.
+/// The scratch database, dropped unless it was swapped in; where this process cannot drop it
+/// (it is killed), its guard does.
 struct Scratch {
     server: Server,
     name: String,
     keep: bool,
+    guard: Option<std::process::Child>,
 }
 
 impl Drop for Scratch {
@@ -447,6 +451,9 @@ impl Drop for Scratch {
                     self.name
                 ),
             }
+        }
+        if let Some(guard) = self.guard.take() {
+            restore_guard::finish(guard);
         }
     }
 }
@@ -499,10 +506,12 @@ fn restore_into(
     }
     let status = child.wait().context("pg_restore did not finish")?;
     if !status.success() {
-        bail!(
-            "pg_restore failed ({status}): {}; the target database was not changed",
-            report.errors.join("\n").trim()
-        );
+        let said = report.errors.join("\n");
+        let said = match said.trim() {
+            "" => " without a message (was it interrupted?)".to_owned(),
+            said => format!(": {said}"),
+        };
+        bail!("pg_restore failed ({status}){said}; the target database was not changed");
     }
     step(started, "pg_restore finished");
     Ok(())
