@@ -637,8 +637,6 @@ fn check_and_adopt(
     entries: &[ListEntry],
     limit: i64,
 ) -> anyhow::Result<(TableRows, Option<Connections>)> {
-    // Sections are told apart by a line no row can be: every row holds a '|'.
-    const SECTION: &str = "--";
     let mut script = format!("{COUNT_TABLES};\n");
     if like.is_some() {
         script += &format!("{ADOPT_PROPERTIES}\n\\echo {SECTION}\n{SESSIONS};\n");
@@ -663,10 +661,7 @@ fn check_and_adopt(
             None => "cannot check the restored database; the target database was not changed"
                 .to_owned(),
         })?;
-    let mut lines = output.lines();
-    let counted: Vec<&str> = lines.by_ref().take_while(|line| *line != SECTION).collect();
-    let connected = like.map(|_| read_sessions(&lines.collect::<Vec<_>>().join("\n")));
-    let tables = read_tables(&counted.join("\n"));
+    let (tables, connected) = read_check(&output, like.is_some());
     let expected = entries
         .iter()
         .filter(|entry| entry.kind == "TABLE DATA")
@@ -683,22 +678,35 @@ fn check_and_adopt(
 /// Each table's name and rows, by name.
 type TableRows = Vec<(String, Rows)>;
 
+/// Sections of [`check_and_adopt`]'s output are told apart by a line no row is: every row holds
+/// a '|'. (Only a table name with a line break and this line in it could fake one; the check
+/// would then miss tables and refuse, never pass wrongly.)
+const SECTION: &str = "--";
+
+/// Reads [`check_and_adopt`]'s output: the tables, then (when it adopted a target's
+/// properties) who is connected to that target.
+fn read_check(output: &str, adopted: bool) -> (TableRows, Option<Connections>) {
+    let mut lines = output.lines();
+    let tables = read_tables(lines.by_ref().take_while(|line| *line != SECTION));
+    let connected = adopted.then(|| read_sessions(&lines.collect::<Vec<_>>().join("\n")));
+    (tables, connected)
+}
+
 /// Reads the rows of [`COUNT_TABLES`].
-fn read_tables(rows: &str) -> TableRows {
-    rows.lines()
-        .filter_map(|line| {
-            // The name comes first and may itself hold a '|'.
-            let mut fields = line.rsplitn(3, '|');
-            let estimate: i64 = fields.next()?.parse().ok()?;
-            let counted = fields.next()?;
-            let rows = match counted.parse() {
-                Ok(count) => Rows::Counted(count),
-                Err(_) if estimate >= 0 => Rows::About(estimate),
-                Err(_) => Rows::NotCounted,
-            };
-            Some((fields.next()?.to_owned(), rows))
-        })
-        .collect()
+fn read_tables<'a>(rows: impl Iterator<Item = &'a str>) -> TableRows {
+    rows.filter_map(|line| {
+        // The name comes first and may itself hold a '|'.
+        let mut fields = line.rsplitn(3, '|');
+        let estimate: i64 = fields.next()?.parse().ok()?;
+        let counted = fields.next()?;
+        let rows = match counted.parse() {
+            Ok(count) => Rows::Counted(count),
+            Err(_) if estimate >= 0 => Rows::About(estimate),
+            Err(_) => Rows::NotCounted,
+        };
+        Some((fields.next()?.to_owned(), rows))
+    })
+    .collect()
 }
 
 /// Renames the target aside (if it exists) and the scratch database to the target, in one
@@ -747,7 +755,40 @@ fn swap(
 
 #[cfg(test)]
 mod tests {
-    use super::PgRestoreReport;
+    use super::{PgRestoreReport, read_check};
+
+    #[test]
+    fn the_check_reads_tables_then_who_is_connected() {
+        let output = "public.\"a|b\"|12|12\npublic.big||5000000\npublic.no_index||-1\n--\n\
+                      app from 10.0.0.7 (pool) ×3|3\npostgres from a local socket|1";
+        let (tables, connected) = read_check(output, true);
+        let shown: Vec<String> = tables
+            .iter()
+            .map(|(name, rows)| format!("{name}: {rows}"))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "public.\"a|b\": 12 rows",
+                "public.big: about 5000000 rows (too big to count quickly; the figure its index build recorded)",
+                "public.no_index: rows not counted (too big to count quickly)",
+            ]
+        );
+        assert_eq!(
+            connected,
+            Some((
+                4,
+                "app from 10.0.0.7 (pool) ×3, postgres from a local socket".to_owned()
+            ))
+        );
+        // A restore into a new database adopts nothing and asks nobody's connections.
+        let (tables, connected) = read_check("public.t|1|1", false);
+        assert_eq!(tables.len(), 1);
+        assert_eq!(connected, None);
+        // A target nobody is connected to: its section is empty.
+        let (_, connected) = read_check("public.t|1|1\n--", true);
+        assert_eq!(connected, Some((0, String::new())));
+    }
 
     fn read_all(parallel: bool, lines: &[&str]) -> (Vec<String>, PgRestoreReport) {
         let mut report = PgRestoreReport {
