@@ -477,8 +477,7 @@ fn a_restore_that_fails_part_way_leaves_the_target_unchanged() {
 }
 
 #[test]
-fn a_killed_restore_leaves_the_target_unchanged_and_its_guard_or_the_next_restore_deals_with_its_scratch_database()
- {
+fn a_killed_restore_leaves_the_target_unchanged_and_its_scratch_database_dropped_or_named() {
     let source = TestDb::new("bk_kill_src");
     source.query(CONTENT);
     // Enough rows that the restore is still loading when it is killed.

@@ -75,6 +75,20 @@ impl Server {
             .to_owned())
     }
 
+    /// Drops `database`, ending the sessions still connected to it; whether it was there to
+    /// drop (a name that is gone, or was renamed meanwhile, is not an error).
+    pub fn drop_database(&self, database: &str) -> anyhow::Result<bool> {
+        match self.psql(
+            "postgres",
+            "DROP DATABASE :\"name\" WITH (FORCE)",
+            &[("name", database)],
+        ) {
+            Ok(_) => Ok(true),
+            Err(_) if !self.database_exists(database)? => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Whether `database` exists on the server.
     pub fn database_exists(&self, database: &str) -> anyhow::Result<bool> {
         let found = self.psql(

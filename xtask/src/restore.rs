@@ -439,13 +439,9 @@ struct Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         if !self.keep {
-            let dropped = self.server.psql(
-                "postgres",
-                "DROP DATABASE IF EXISTS :\"name\" WITH (FORCE)",
-                &[("name", &self.name)],
-            );
-            match dropped {
-                Ok(_) => eprintln!("dropped the scratch database {:?}", self.name),
+            match self.server.drop_database(&self.name) {
+                Ok(true) => eprintln!("dropped the scratch database {:?}", self.name),
+                Ok(false) => {}
                 Err(error) => eprintln!(
                     "could not drop the scratch database {:?}: {error:#}; drop it by hand",
                     self.name

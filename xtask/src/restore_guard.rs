@@ -27,16 +27,12 @@ impl flags::RestoreGuard {
             port: self.port,
             username: self.username,
         };
-        // Renamed to the target by a swap that committed: there is nothing to drop. Otherwise
-        // DROP waits for the swap's transaction and then finds the name gone or still there.
-        if !server.database_exists(&self.scratch)? {
+        // A swap in flight holds the scratch database: DROP waits for its transaction and then
+        // finds the name still there (rolled back) or gone (renamed to the target: the restore
+        // was done, and there is nothing to drop or to say).
+        if !server.drop_database(&self.scratch)? {
             return Ok(());
         }
-        server.psql(
-            "postgres",
-            "DROP DATABASE IF EXISTS :\"name\" WITH (FORCE)",
-            &[("name", &self.scratch)],
-        )?;
         // The terminal may be gone with the session: a message that cannot be written is lost.
         let _ = writeln!(
             std::io::stderr(),

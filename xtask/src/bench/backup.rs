@@ -94,7 +94,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
     let plain_cpu = std::cell::RefCell::new(Vec::new());
     for run in 0..runs {
         let plain = || {
-            drop_database(&server, RESTORED_PLAIN)?;
+            server.drop_database(RESTORED_PLAIN)?;
             server.psql(
                 "postgres",
                 "CREATE DATABASE :\"db\"",
@@ -123,13 +123,13 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
             if let (Some(before), Some(after)) = (busy_before, busy_cpu_seconds()) {
                 plain_cpu.borrow_mut().push(after - before);
             }
-            drop_database(&server, RESTORED_PLAIN)?;
+            server.drop_database(RESTORED_PLAIN)?;
             Ok(time)
         };
         // Like the plain side, over an existing database: the incident path, which also
         // carries the target's owner, locale and settings over and keeps it aside.
         let ours = || {
-            drop_database(&server, RESTORED_OURS)?;
+            server.drop_database(RESTORED_OURS)?;
             server.psql(
                 "postgres",
                 "CREATE DATABASE :\"db\"",
@@ -155,14 +155,14 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
                 }
                 .run(sh)
             })?;
-            drop_database(&server, RESTORED_OURS)?;
+            server.drop_database(RESTORED_OURS)?;
             let kept_aside = server.psql(
                 "postgres",
                 "SELECT datname FROM pg_database WHERE starts_with(datname, :'prefix')",
                 &[("prefix", &format!("{RESTORED_OURS}_before_"))],
             )?;
             for name in kept_aside.lines() {
-                drop_database(&server, name)?;
+                server.drop_database(name)?;
             }
             Ok(time)
         };
@@ -298,7 +298,7 @@ fn generate(server: &Server, size_mb: u64) -> anyhow::Result<u64> {
             note(&format!("reusing database {DATABASE} ({size_mb} MB)"));
             return database_size(server);
         }
-        drop_database(server, DATABASE)?;
+        server.drop_database(DATABASE)?;
     }
     note(&format!(
         "generating database {DATABASE} of about {size_mb} MB (kept for the next run)"
@@ -388,15 +388,6 @@ fn generate(server: &Server, size_mb: u64) -> anyhow::Result<u64> {
 fn database_size(server: &Server) -> anyhow::Result<u64> {
     let size = server.psql(DATABASE, "SELECT pg_database_size(current_database())", &[])?;
     Ok(size.trim().parse()?)
-}
-
-fn drop_database(server: &Server, name: &str) -> anyhow::Result<()> {
-    server.psql(
-        "postgres",
-        "DROP DATABASE IF EXISTS :\"db\" WITH (FORCE)",
-        &[("db", name)],
-    )?;
-    Ok(())
 }
 
 /// The one file in `dir` whose name ends with `suffix`.

@@ -31,11 +31,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
         port: database.port,
         username: database.username.clone(),
     };
-    postgres.psql(
-        "postgres",
-        "DROP DATABASE IF EXISTS :\"db\" WITH (FORCE)",
-        &[("db", DATABASE)],
-    )?;
+    postgres.drop_database(DATABASE)?;
     postgres.psql("postgres", "CREATE DATABASE :\"db\"", &[("db", DATABASE)])?;
     let url = format!("postgres://{}:{}/{DATABASE}", database.host, database.port);
 
@@ -97,11 +93,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
         load::requests_per_second(address(port), "/actuator/health", flags.connections, length)?;
     let loaded = resident_kib(server.0.id())?;
     drop(server);
-    postgres.psql(
-        "postgres",
-        "DROP DATABASE IF EXISTS :\"db\" WITH (FORCE)",
-        &[("db", DATABASE)],
-    )?;
+    postgres.drop_database(DATABASE)?;
 
     let idle_mib = idle as f64 / 1024.0;
     let start_ms = start_to_up.as_secs_f64() * 1000.0;
