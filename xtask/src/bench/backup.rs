@@ -92,15 +92,15 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
     // The CPU time the whole machine spent while the plain restore ran: divided by the cores,
     // it is the least time any schedule of the same work could take here.
     let plain_cpu = std::cell::RefCell::new(Vec::new());
+    // Both sides restore into an existing, empty database, from a clean checkpoint.
+    let empty_database = |name: &str| -> anyhow::Result<()> {
+        server.drop_database(name)?;
+        server.psql("postgres", "CREATE DATABASE :\"db\"", &[("db", name)])?;
+        checkpoint()
+    };
     for run in 0..runs {
         let plain = || {
-            server.drop_database(RESTORED_PLAIN)?;
-            server.psql(
-                "postgres",
-                "CREATE DATABASE :\"db\"",
-                &[("db", RESTORED_PLAIN)],
-            )?;
-            checkpoint()?;
+            empty_database(RESTORED_PLAIN)?;
             note(&format!(
                 "run {}/{runs}: plain restore, sha256sum -c then pg_restore -j1 into an existing database",
                 run + 1
@@ -129,13 +129,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
         // Like the plain side, over an existing database: the incident path, which also
         // carries the target's owner, locale and settings over and keeps it aside.
         let ours = || {
-            server.drop_database(RESTORED_OURS)?;
-            server.psql(
-                "postgres",
-                "CREATE DATABASE :\"db\"",
-                &[("db", RESTORED_OURS)],
-            )?;
-            checkpoint()?;
+            empty_database(RESTORED_OURS)?;
             note(&format!(
                 "run {}/{runs}: our restore over an existing database, cargo xtask restore --yes (checksum, scratch database, check, swap)",
                 run + 1
