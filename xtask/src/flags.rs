@@ -221,7 +221,8 @@ pub struct BenchPackage {
 }
 
 /// Our backup and restore against `pg_dump -Fc` + `sha256sum` and `sha256sum -c` +
-/// `pg_restore -j1`, on a generated database (kept as saulpos_bench_pos for the next run).
+/// `pg_restore -j1` (with `pg_restore -j2` alone beside them), on a generated database (kept as
+/// saulpos_bench_pos for the next run).
 #[derive(Args)]
 pub struct BenchBackup {
     /// The size of the generated database, in MB.
@@ -230,8 +231,8 @@ pub struct BenchBackup {
     /// The folder for the dumps (default: a temporary folder under target/).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// How many times each backup and restore is timed, ours and plain taking turns at going
-    /// first; the table shows medians.
+    /// How many times each backup and restore is timed, the sides taking turns at going first;
+    /// the table shows medians.
     #[arg(long, default_value_t = 4)]
     pub runs: u32,
     #[command(flatten)]

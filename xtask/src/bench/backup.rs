@@ -1,6 +1,6 @@
 //! `cargo xtask bench backup`: on a generated database, our backup (with its verification)
 //! against `pg_dump -Fc` + `sha256sum`, and our restore against `sha256sum -c` +
-//! `pg_restore -j1` into an existing database.
+//! `pg_restore -j1` into an existing database, with `pg_restore -j2` alone beside it.
 
 use std::fs;
 use std::io::IsTerminal;
@@ -20,6 +20,7 @@ use crate::project_root;
 const DATABASE: &str = "saulpos_bench_pos";
 const RESTORED_OURS: &str = "saulpos_bench_restored_ours";
 const RESTORED_PLAIN: &str = "saulpos_bench_restored_plain";
+const RESTORED_BARE: &str = "saulpos_bench_restored_bare";
 
 pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
     let server = Server {
@@ -81,7 +82,8 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
             })?
             .1)
         };
-        backups.push(in_turn(run, plain, ours)?);
+        let [plain, ours] = in_turn(run, [&plain, &ours])?;
+        backups.push((plain, ours));
     }
     let ours_dump = find(&ours_dir, ".dump")?;
     let ours_checksum = find(&ours_dir, ".dump.sha256")?;
@@ -89,6 +91,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
     let ours_size = fs::metadata(&ours_dump)?.len();
 
     let mut restores = Vec::new();
+    let mut bare_restores = Vec::new();
     // The CPU time the whole machine spent while the plain restore ran: divided by the cores,
     // it is the least time any schedule of the same work could take here.
     let plain_cpu = std::cell::RefCell::new(Vec::new());
@@ -97,6 +100,14 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
         server.drop_database(name)?;
         server.psql("postgres", "CREATE DATABASE :\"db\"", &[("db", name)])?;
         checkpoint()
+    };
+    let pg_restore = |jobs: &str, database: &str| -> anyhow::Result<()> {
+        let mut restore = postgres::tool("pg_restore")?;
+        restore
+            .args(["-j", jobs])
+            .args(server.args(database))
+            .arg(&ours_dump);
+        succeed(&mut restore)
     };
     for run in 0..runs {
         let plain = || {
@@ -113,12 +124,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
                         .arg(ours_checksum.file_name().unwrap())
                         .current_dir(&ours_dir),
                 )?;
-                let mut restore = postgres::tool("pg_restore")?;
-                restore
-                    .args(["-j", "1"])
-                    .args(server.args(RESTORED_PLAIN))
-                    .arg(&ours_dump);
-                succeed(&mut restore)
+                pg_restore("1", RESTORED_PLAIN)
             })?;
             if let (Some(before), Some(after)) = (busy_before, busy_cpu_seconds()) {
                 plain_cpu.borrow_mut().push(after - before);
@@ -160,19 +166,35 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
             }
             Ok(time)
         };
-        restores.push(in_turn(run, plain, ours)?);
+        // pg_restore -j2 by itself, without our checksum, scratch database, check and swap:
+        // the most any restore built on it can reach here, and so what ours costs on top.
+        let bare = || {
+            empty_database(RESTORED_BARE)?;
+            note(&format!(
+                "run {}/{runs}: pg_restore -j2 alone into an existing database",
+                run + 1
+            ));
+            let ((), time) = timed(|| pg_restore("2", RESTORED_BARE))?;
+            server.drop_database(RESTORED_BARE)?;
+            Ok(time)
+        };
+        let [plain, ours, bare] = in_turn(run, [&plain, &ours, &bare])?;
+        restores.push((plain, ours));
+        bare_restores.push((plain, bare));
     }
     fs::remove_dir_all(&work)?;
 
     let backup_ratio = median_ratio(&backups);
     let size_ratio = ours_size as f64 / plain_size as f64;
     let restore_ratio = median_ratio(&restores);
+    let bare_ratio = median_ratio(&bare_restores);
     let times = |pairs: &[(Duration, Duration)], pick: fn(&(Duration, Duration)) -> Duration| {
         let samples: Vec<Duration> = pairs.iter().map(pick).collect();
         format!("{} (median of {runs})", seconds(median(samples)))
     };
     let (plain_backup, ours_backup) = (times(&backups, |p| p.0), times(&backups, |p| p.1));
     let (plain_restore, ours_restore) = (times(&restores, |p| p.0), times(&restores, |p| p.1));
+    let bare_restore = times(&bare_restores, |p| p.1);
     let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     let mut bounds: Vec<f64> = plain_cpu
         .borrow()
@@ -216,6 +238,14 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
             ours_restore,
         ),
         Row::figure(
+            "restore, pg_restore -j2 alone (no checksum, scratch database, check or swap)",
+            bare_restore,
+        ),
+        Row::figure(
+            "restore time, pg_restore -j2 alone / plain (median of the runs' ratios): the least a restore built on it reaches here",
+            format!("{bare_ratio:.2}"),
+        ),
+        Row::figure(
             format!(
                 "restore, least ratio any schedule could reach here: the plain restore's CPU time / {cores} cores / its time"
             ),
@@ -230,20 +260,18 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// Runs the plain side and ours, the plain one first on even runs and ours first on odd ones;
-/// returns (plain, ours).
-fn in_turn(
+/// Runs each side once, starting with side `run % N` and going round, so that no side always
+/// goes first and finds the caches warm; returns the times in the order the sides were given.
+fn in_turn<const N: usize>(
     run: u32,
-    plain: impl FnOnce() -> anyhow::Result<Duration>,
-    ours: impl FnOnce() -> anyhow::Result<Duration>,
-) -> anyhow::Result<(Duration, Duration)> {
-    if run % 2 == 0 {
-        let plain = plain()?;
-        Ok((plain, ours()?))
-    } else {
-        let ours = ours()?;
-        Ok((plain()?, ours))
+    sides: [&dyn Fn() -> anyhow::Result<Duration>; N],
+) -> anyhow::Result<[Duration; N]> {
+    let mut times = [Duration::ZERO; N];
+    for step in 0..N {
+        let side = (run as usize + step) % N;
+        times[side] = sides[side]()?;
     }
+    Ok(times)
 }
 
 /// The median of each run's ours / plain: runs taken close together compare fairly even when
