@@ -420,10 +420,21 @@ fn a_damaged_dump_or_a_checksum_for_another_file_is_refused_and_the_target_is_un
 
     let output = restore(&target.name, &dump, &dump, &["--yes"]);
     assert_eq!(output.status.code(), Some(1));
+    let message = text(&output);
     assert!(
-        text(&output).contains("is not a checksum file"),
-        "{}",
-        text(&output)
+        message.contains("is not a checksum file")
+            && message.contains("give the <dump>.sha256 that backup wrote beside the dump"),
+        "{message}"
+    );
+
+    let missing = dir.path().join("missing.dump.sha256");
+    let output = restore(&target.name, &dump, &missing, &["--yes"]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = text(&output);
+    assert!(
+        message.contains(&format!("cannot read checksum file {}", missing.display()))
+            && message.contains("nothing was restored"),
+        "{message}"
     );
 
     assert_eq!(target.query("SELECT note FROM marker"), "untouched");

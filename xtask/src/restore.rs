@@ -32,7 +32,11 @@ impl flags::Restore {
         };
 
         // 1. Nothing is touched until the dump is known to be the one that was backed up.
-        let (recorded, named) = checksum::read(&self.checksum_file)?;
+        let (recorded, named) = checksum::read(&self.checksum_file).map_err(|error| {
+            anyhow::anyhow!(
+                "{error:#}; give the <dump>.sha256 that backup wrote beside the dump; nothing was restored"
+            )
+        })?;
         let backup_name = self
             .backup_file
             .file_name()
