@@ -167,7 +167,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
             Ok(time)
         };
         // pg_restore -j2 by itself, without our checksum, scratch database, check and swap:
-        // the most any restore built on it can reach here, and so what ours costs on top.
+        // what two jobs of its own scheduling allow here, and so what ours costs on top.
         let bare = || {
             empty_database(RESTORED_BARE)?;
             note(&format!(
@@ -242,7 +242,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
             bare_restore,
         ),
         Row::figure(
-            "restore time, pg_restore -j2 alone / plain (median of the runs' ratios): the least a restore built on it reaches here",
+            "restore time, pg_restore -j2 alone / plain (median of the runs' ratios): what its own scheduling of two jobs allows here",
             format!("{bare_ratio:.2}"),
         ),
         Row::figure(
