@@ -2,37 +2,15 @@
 //!
 //! This file only parses flags and dispatches; each subcommand is a module of its own.
 
-mod archive;
-mod backup;
 mod bench;
-mod checksum;
+mod database;
 mod deploy;
-mod dist;
 #[cfg(test)]
 mod docs_check;
-mod durable;
-mod env_file;
-mod extract;
 mod flags;
-mod git;
-mod gzip;
-mod health;
-mod http;
 mod incident;
-mod manifest;
-mod package;
-mod payload;
-mod postgres;
-mod progress;
-mod redact;
-mod release_version;
-mod restore;
-mod restore_guard;
-mod rollback;
-mod smoke;
-mod status;
-mod utc;
-mod verify;
+mod release;
+mod util;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use xshell::Shell;
 
 use super::{Row, fresh_dir, median, note, seconds, timed};
+use crate::database::postgres::{self, Server};
 use crate::flags;
-use crate::postgres::{self, Server};
 use crate::project_root;
 
 /// The generated database, kept between runs (regenerated when the size asked for changes).

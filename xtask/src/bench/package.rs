@@ -9,8 +9,8 @@ use anyhow::Context;
 use xshell::{Shell, cmd};
 
 use super::{Row, fresh_dir, median, note, package_version, seconds, timed};
-use crate::archive::Entry;
-use crate::{flags, package, project_root};
+use crate::release::archive::Entry;
+use crate::{flags, project_root, release::package};
 
 pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> {
     let runs = flags.runs.max(1);

@@ -10,9 +10,9 @@ use anyhow::{Context, bail};
 use xshell::{Shell, cmd};
 
 use super::{Row, load, median, note};
+use crate::database::postgres::Server;
+use crate::deploy::http::{self, BaseUrl};
 use crate::flags;
-use crate::http::{self, BaseUrl};
-use crate::postgres::Server;
 use crate::project_root;
 
 const DATABASE: &str = "saulpos_bench_server";

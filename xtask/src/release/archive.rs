@@ -9,7 +9,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use crate::{checksum, gzip};
+use crate::{release::checksum, release::gzip};
 
 /// gzip level for release archives, chosen with `cargo xtask bench package`: with zlib-rs,
 /// level 6 came out 3.05% larger than `tar -czf`; 7 is 2.2% larger and, compressed on every core

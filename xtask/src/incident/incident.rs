@@ -13,12 +13,12 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use xshell::Shell;
 
-use crate::archive::{self, Entry};
-use crate::checksum::{self, HashingWriter};
-use crate::http::{self, BaseUrl};
-use crate::payload::Payload;
-use crate::redact::Redactor;
-use crate::{durable, env_file, flags, manifest, utc};
+use crate::deploy::http::{self, BaseUrl};
+use crate::deploy::payload::Payload;
+use crate::incident::redact::Redactor;
+use crate::release::archive::{self, Entry};
+use crate::release::checksum::{self, HashingWriter};
+use crate::{flags, release::manifest, util::durable, util::env_file, util::utc};
 
 /// The most any one collected file may hold; logs keep their end.
 const FILE_LIMIT: usize = 4 * 1024 * 1024;
@@ -57,7 +57,7 @@ impl flags::Incident {
             ))
         });
         bundle.collect("deploy history", "history.log", || {
-            fs::read_to_string(payload.dir.join(crate::payload::HISTORY))
+            fs::read_to_string(payload.dir.join(crate::deploy::payload::HISTORY))
                 .context("no deploy history yet")
         });
         let url = self.url.clone().unwrap_or_else(|| {
@@ -317,7 +317,7 @@ fn bounded(command: &mut Command) -> anyhow::Result<String> {
             .read_to_end(&mut bytes);
         bytes
     });
-    let stderr = crate::backup::collect_stderr(&mut child);
+    let stderr = crate::database::backup::collect_stderr(&mut child);
     let deadline = Instant::now() + COLLECTOR_TIMEOUT;
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -394,7 +394,7 @@ fn incident_markdown(
         env = payload.env,
         payload = payload.dir.display(),
         live = live.unwrap_or("none"),
-        user = crate::payload::user(),
+        user = crate::deploy::payload::user(),
         collected = collected.join("\n"),
     )
 }

@@ -11,11 +11,11 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
-use crate::durable::{self, StagingDir};
-use crate::manifest::{self, Manifest};
-use crate::payload::Payload;
-use crate::progress::step;
-use crate::{dist, extract, flags, verify};
+use crate::deploy::payload::Payload;
+use crate::release::manifest::{self, Manifest};
+use crate::util::durable::{self, StagingDir};
+use crate::util::progress::step;
+use crate::{deploy::extract, flags, release::dist, release::verify};
 
 impl flags::Deploy {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
@@ -160,7 +160,7 @@ pub fn write_payload_files(payload: &Payload) -> anyhow::Result<()> {
     } else {
         "SAULPOS_DB_URL SAULPOS_DB_USERNAME SAULPOS_DB_PASSWORD"
     };
-    let run = include_str!("../templates/run.sh")
+    let run = include_str!("../../templates/run.sh")
         .replace("@ENV@", &payload.env)
         .replace("@REQUIRED@", required);
     let run_path = payload.dir.join("run.sh");

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::{Value, json};
 
+use crate::deploy::http::{self, BaseUrl};
 use crate::flags;
-use crate::http::{self, BaseUrl};
 
 impl flags::Health {
     pub fn run(self) -> anyhow::Result<()> {

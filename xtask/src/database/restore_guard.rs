@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
 
+use crate::database::postgres::Server;
 use crate::flags;
-use crate::postgres::Server;
 
 /// What the restore writes on the guard's standard input once it has cleaned up itself.
 const DONE: &str = "done";

@@ -12,9 +12,9 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
-use crate::checksum::{self, HashingWriter};
-use crate::postgres::{self, Server};
-use crate::{durable, flags, utc};
+use crate::database::postgres::{self, Server};
+use crate::release::checksum::{self, HashingWriter};
+use crate::{flags, util::durable, util::utc};
 
 impl flags::Backup {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {

@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 use xshell::Shell;
 
+use crate::deploy::payload::Payload;
 use crate::flags;
-use crate::payload::Payload;
 
 impl flags::Status {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {

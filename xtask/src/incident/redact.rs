@@ -2,7 +2,7 @@
 //! PASSWORD, SECRET, TOKEN or KEY (from an environment file and this process's environment),
 //! `NAME=value` lines with such names, and credentials inside URLs.
 
-use crate::env_file;
+use crate::util::env_file;
 
 /// Redacts the secrets it was told about, and anything that looks like one.
 pub struct Redactor {

@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use crate::deploy::http::{self, BaseUrl};
 use crate::flags;
-use crate::http::{self, BaseUrl};
 
 /// A demo product the `dev` catalogue holds, with its price.
 const DEMO_SKU: &str = "DEMO-COFFEE-250G";

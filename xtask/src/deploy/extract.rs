@@ -11,8 +11,8 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, bail};
 use tar::EntryType;
 
-use crate::checksum::{self, HashingWriter};
-use crate::manifest::{FileFacts, Manifest};
+use crate::release::checksum::{self, HashingWriter};
+use crate::release::manifest::{FileFacts, Manifest};
 
 /// Extracts the archive's `top/` folder into `into` (which must exist and be empty), checking
 /// every entry against the manifest as it goes.

@@ -12,9 +12,9 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
-use crate::postgres::{self, Server};
-use crate::progress::step;
-use crate::{checksum, flags, restore_guard, utc};
+use crate::database::postgres::{self, Server};
+use crate::util::progress::step;
+use crate::{database::restore_guard, flags, release::checksum, util::utc};
 
 impl flags::Restore {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {

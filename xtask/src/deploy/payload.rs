@@ -24,7 +24,7 @@ use anyhow::{Context, bail};
 use semver::Version;
 use serde_json::{Value, json};
 
-use crate::{durable, utc};
+use crate::{util::durable, util::utc};
 
 pub const ENVIRONMENTS: [&str; 3] = ["dev", "staging", "prod"];
 pub const HISTORY: &str = "history.log";

@@ -8,9 +8,9 @@ use anyhow::bail;
 use serde_json::json;
 use xshell::Shell;
 
-use crate::archive::{self, EntryKind};
-use crate::manifest::{self, Manifest};
-use crate::{checksum, dist, flags};
+use crate::release::archive::{self, EntryKind};
+use crate::release::manifest::{self, Manifest};
+use crate::{flags, release::checksum, release::dist};
 
 impl flags::Verify {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {

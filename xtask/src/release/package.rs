@@ -10,12 +10,12 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::{Shell, cmd};
 
-use crate::archive::{self, Entry};
-use crate::checksum::{self, HashingWriter};
-use crate::durable::{self, StagingDir};
-use crate::manifest::{self, ArchiveFacts, FileFacts, Manifest};
-use crate::progress::step;
-use crate::{dist, flags, git, project_root, release_version, utc};
+use crate::release::archive::{self, Entry};
+use crate::release::checksum::{self, HashingWriter};
+use crate::release::manifest::{self, ArchiveFacts, FileFacts, Manifest};
+use crate::util::durable::{self, StagingDir};
+use crate::util::progress::step;
+use crate::{flags, project_root, release::dist, release::release_version, util::git, util::utc};
 
 impl flags::Package {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {

@@ -8,9 +8,9 @@ use anyhow::bail;
 use serde_json::json;
 use xshell::Shell;
 
-use crate::manifest::{self, Manifest};
-use crate::payload::Payload;
-use crate::{dist, env_file, extract, flags, release_version};
+use crate::deploy::payload::Payload;
+use crate::release::manifest::{self, Manifest};
+use crate::{deploy::extract, flags, release::dist, release::release_version, util::env_file};
 
 impl flags::Rollback {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {

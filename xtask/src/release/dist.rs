@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use semver::Version;
 
-use crate::release_version;
+use crate::release::release_version;
 
 /// The folder holding the releases: `dist/` in the workspace.
 pub fn root() -> PathBuf {
@@ -28,7 +28,12 @@ pub fn versions(dist: &Path) -> Vec<Version> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|entry| entry.path().join(crate::manifest::JSON_NAME).is_file())
+        .filter(|entry| {
+            entry
+                .path()
+                .join(crate::release::manifest::JSON_NAME)
+                .is_file()
+        })
         .filter_map(|entry| Version::parse(&entry.file_name().to_string_lossy()).ok())
         .collect();
     versions.sort();

@@ -1,0 +1,6 @@
+//! PostgreSQL: `backup`, `restore` (with its guard), and the client tools they drive.
+
+pub mod backup;
+pub mod postgres;
+pub mod restore;
+pub mod restore_guard;

@@ -1,0 +1,11 @@
+//! Making releases and checking them: `package`, `verify`, and what a release is made of
+//! (archive, gzip, manifest, checksums, versions, the `dist/` folder).
+
+pub mod archive;
+pub mod checksum;
+pub mod dist;
+pub mod gzip;
+pub mod manifest;
+pub mod package;
+pub mod release_version;
+pub mod verify;
