@@ -302,11 +302,6 @@ impl Config {
                     .to_owned(),
             );
         }
-        if profile != Profile::Dev && password.is_none() {
-            problems.push(format!(
-                "SAULPOS_DB_PASSWORD is not set: the {profile} profile requires it (it is read from the environment only)"
-            ));
-        }
         let pool_size = number(
             env,
             "SAULPOS_DB_POOL_SIZE",

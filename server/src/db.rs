@@ -12,8 +12,29 @@ use crate::config::{DatabaseConfig, SslMode};
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// The connection options, built field by field so a password with any characters works.
+/// Without SAULPOS_DB_PASSWORD the password comes from `~/.pgpass` (or `PGPASSFILE`) as libpq
+/// finds it, or none is sent (trust, peer or certificate authentication).
 pub fn connect_options(config: &DatabaseConfig) -> PgConnectOptions {
-    let options = PgConnectOptions::new_without_pgpass()
+    let base = match &config.password {
+        Some(_) => PgConnectOptions::new_without_pgpass(),
+        // sqlx reads the pgpass file only while parsing a URL: give it one with no password.
+        None => {
+            let host = if config.host.contains(':') {
+                format!("[{}]", config.host)
+            } else {
+                config.host.clone()
+            };
+            format!(
+                "postgres://{}@{host}:{}/{}",
+                percent_encode(&config.username),
+                config.port,
+                percent_encode(&config.name)
+            )
+            .parse()
+            .unwrap_or_else(|_| PgConnectOptions::new_without_pgpass())
+        }
+    };
+    let options = base
         .host(&config.host)
         .port(config.port)
         .database(&config.name)
@@ -28,6 +49,18 @@ pub fn connect_options(config: &DatabaseConfig) -> PgConnectOptions {
         Some(password) => options.password(password.expose()),
         None => options,
     }
+}
+
+/// Every byte but the unreserved ones as `%XX`, for a URL's user or path.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 /// Opens the pool, retrying an unreachable database until the startup timeout.
@@ -45,6 +78,16 @@ pub async fn connect_with_retry(config: &DatabaseConfig) -> anyhow::Result<PgPoo
             .await;
         match result {
             Ok(pool) => return Ok(pool),
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("3D000") => bail!(
+                "database {} does not exist at {}:{}: create it (e.g. createdb -h {} -p {} -U {} {}) or fix SAULPOS_DB_URL",
+                config.name,
+                config.host,
+                config.port,
+                config.host,
+                config.port,
+                config.username,
+                config.name
+            ),
             Err(sqlx::Error::Database(error)) => bail!(
                 "database {} at {}:{} refused the connection for user {:?}: {}; check SAULPOS_DB_URL, SAULPOS_DB_USERNAME and SAULPOS_DB_PASSWORD",
                 config.name,

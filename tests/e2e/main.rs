@@ -3,7 +3,10 @@
 
 mod backup;
 mod deploy;
+mod hostile;
 mod incident;
+mod install;
 mod package;
+mod runbooks;
 mod server;
 mod support;

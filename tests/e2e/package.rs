@@ -49,15 +49,23 @@ fn package_writes_the_archive_checksum_and_manifests_that_the_plain_tools_accept
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "manifest.json".to_owned(),
-            "manifest.txt".to_owned(),
-            archive.clone(),
-            format!("{archive}.sha256"),
-        ]
-    );
+    let mut expected_names = vec![
+        "SHA256SUMS".to_owned(),
+        "manifest.json".to_owned(),
+        "manifest.txt".to_owned(),
+    ];
+    for env in ["dev", "prod", "staging"] {
+        expected_names.push(format!("saulpos-{env}-1.0.0.tar.gz"));
+        expected_names.push(format!("saulpos-{env}-1.0.0.tar.gz.sha256"));
+    }
+    expected_names.push(archive.clone());
+    expected_names.push(format!("{archive}.sha256"));
+    expected_names.sort();
+    assert_eq!(names, expected_names);
+    let sums = tool(release, "sha256sum", &["-c", "--strict", "SHA256SUMS"]);
+    assert!(sums.status.success(), "{}", text(&sums));
+    let listed = String::from_utf8_lossy(&sums.stdout).lines().count();
+    assert_eq!(listed, names.len() - 1, "SHA256SUMS lists every other file");
 
     let checked = tool(release, "sha256sum", &["-c", &format!("{archive}.sha256")]);
     assert!(checked.status.success(), "{}", text(&checked));
@@ -179,6 +187,110 @@ fn package_writes_the_archive_checksum_and_manifests_that_the_plain_tools_accept
     let summary: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
     assert_eq!(summary["ok"], true);
     assert_eq!(summary["files_checked"], 9);
+    assert_eq!(
+        summary["payloads"],
+        serde_json::json!([
+            "saulpos-dev-1.0.0.tar.gz",
+            "saulpos-staging-1.0.0.tar.gz",
+            "saulpos-prod-1.0.0.tar.gz"
+        ])
+    );
+}
+
+#[test]
+fn each_payload_unpacks_to_one_folder_with_the_release_and_what_installs_it() {
+    let release = release_1_0_0();
+    let archive = archive_name("1.0.0");
+    for env in ["dev", "staging", "prod"] {
+        let payload = format!("saulpos-{env}-1.0.0.tar.gz");
+        let checked = tool(release, "sha256sum", &["-c", &format!("{payload}.sha256")]);
+        assert!(checked.status.success(), "{}", text(&checked));
+        let listing = tool(release, "tar", &["-tzvf", &payload]);
+        assert!(listing.status.success(), "{}", text(&listing));
+        let listing = String::from_utf8(listing.stdout).unwrap();
+        let entries: Vec<(String, String)> = listing
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                assert_eq!(fields[1], "0/0", "owner of {line}");
+                (fields[0].to_owned(), fields[5].to_owned())
+            })
+            .collect();
+        let top = format!("saulpos-{env}-1.0.0");
+        let mut expected = vec![
+            ("drwxr-xr-x".to_owned(), format!("{top}/")),
+            ("-rw-r--r--".to_owned(), format!("{top}/README.md")),
+            ("-rwxr-xr-x".to_owned(), format!("{top}/install.sh")),
+            ("-rw-r--r--".to_owned(), format!("{top}/manifest.json")),
+            ("-rw-r--r--".to_owned(), format!("{top}/manifest.txt")),
+            ("-rwxr-xr-x".to_owned(), format!("{top}/rollback.sh")),
+            ("-rwxr-xr-x".to_owned(), format!("{top}/run.sh")),
+            (
+                "-rw-r--r--".to_owned(),
+                format!("{top}/saulpos-{env}.service"),
+            ),
+            ("-rw-r--r--".to_owned(), format!("{top}/{archive}")),
+            ("-rw-r--r--".to_owned(), format!("{top}/{archive}.sha256")),
+            (
+                "-rw-r--r--".to_owned(),
+                format!("{top}/saulpos.env.example"),
+            ),
+        ];
+        expected.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(entries, expected, "{payload}");
+
+        // The release inside is the release beside it, byte for byte.
+        let unpacked = tempfile::tempdir().unwrap();
+        let untar = tool(
+            unpacked.path(),
+            "tar",
+            &["-xzf", release.join(&payload).to_str().unwrap()],
+        );
+        assert!(untar.status.success(), "{}", text(&untar));
+        let inside = unpacked.path().join(&top);
+        for name in [
+            archive.clone(),
+            format!("{archive}.sha256"),
+            "manifest.txt".to_owned(),
+            "manifest.json".to_owned(),
+        ] {
+            assert!(
+                fs::read(inside.join(&name)).unwrap() == fs::read(release.join(&name)).unwrap(),
+                "{payload}: {name} differs from the release's"
+            );
+        }
+        // Nothing in it names the machine or the checkout that built it.
+        let clone_path = clone().dir.to_string_lossy().into_owned();
+        for entry in fs::read_dir(&inside).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = fs::read(&path).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(&clone_path),
+                "{} names the checkout",
+                path.display()
+            );
+        }
+        let readme = fs::read_to_string(inside.join("README.md")).unwrap();
+        assert!(readme.contains("./install.sh /opt/saulpos"), "{readme}");
+        assert!(readme.contains("run.sh"), "{readme}");
+
+        // The scripts it ships are shellcheck-clean and answer --help.
+        let checked = tool(
+            &inside,
+            "shellcheck",
+            &["install.sh", "rollback.sh", "run.sh"],
+        );
+        assert!(checked.status.success(), "shellcheck: {}", text(&checked));
+        for script in ["install.sh", "rollback.sh", "run.sh"] {
+            let help = tool(&inside, &format!("./{script}"), &["--help"]);
+            assert!(help.status.success(), "{script} --help: {}", text(&help));
+            assert!(
+                String::from_utf8_lossy(&help.stdout).starts_with("Usage: ./"),
+                "{script} --help: {}",
+                text(&help)
+            );
+        }
+    }
 }
 
 #[test]
@@ -450,8 +562,17 @@ fn the_same_commit_packaged_in_two_clones_gives_a_byte_identical_archive() {
         first_bytes.len(),
         second_bytes.len()
     );
-    assert_eq!(
-        fs::read_to_string(first.join(format!("{archive}.sha256"))).unwrap(),
-        fs::read_to_string(second.join(format!("dist/1.0.0/{archive}.sha256"))).unwrap()
-    );
+    // Everything else too: the manifests, the payloads (which carry them) and SHA256SUMS.
+    let mut names: Vec<String> = fs::read_dir(first)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    for name in names {
+        assert!(
+            fs::read(first.join(&name)).unwrap()
+                == fs::read(second.join("dist/1.0.0").join(&name)).unwrap(),
+            "{name} differs between the two clones"
+        );
+    }
 }

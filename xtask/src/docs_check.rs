@@ -158,6 +158,67 @@ fn every_documented_command_parses_against_the_real_cli() {
     );
 }
 
+/// The `--flags` written after `script` (e.g. `install.sh`) in `text`, with their line numbers.
+fn script_flags_in(text: &str, script: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find(script) {
+            let after = &rest[at + script.len()..];
+            let end = ["`", "&&", "||", ";", "|", "#", ")"]
+                .iter()
+                .filter_map(|stop| after.find(stop))
+                .min()
+                .unwrap_or(after.len());
+            for word in split_words(&after[..end]) {
+                if let Some(flag) = word.strip_prefix("--") {
+                    let flag = flag.split('=').next().unwrap_or_default();
+                    found.push((number + 1, format!("--{flag}")));
+                }
+            }
+            rest = &after[end..];
+        }
+    }
+    found
+}
+
+#[test]
+fn every_documented_flag_of_the_payload_scripts_is_one_they_take() {
+    let shipped = crate::release::payload_files::generated("prod", "2.0.0", "a.tar.gz");
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for file in checked_files() {
+        let text = fs::read_to_string(&file).unwrap();
+        for script in ["install.sh", "rollback.sh", "run.sh"] {
+            let source = shipped
+                .iter()
+                .find(|payload_file| payload_file.name == script)
+                .map(|payload_file| String::from_utf8_lossy(&payload_file.contents).into_owned())
+                .unwrap();
+            // The usage text, between `cat <<EOF` (or 'USAGE') and its end.
+            let usage = source
+                .split("usage() {")
+                .nth(1)
+                .and_then(|rest| rest.split("\n}\n").next())
+                .unwrap_or_else(|| panic!("{script} has no usage()"));
+            for (line, flag) in script_flags_in(&text, script) {
+                checked += 1;
+                if !usage.contains(&flag) {
+                    problems.push(format!(
+                        "{}:{line}: {script} takes no {flag}",
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} script flags found; is the extraction broken?"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 #[test]
 fn every_subcommand_appears_in_a_runbook() {
     let mut runbooks = Vec::new();

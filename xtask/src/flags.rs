@@ -34,7 +34,9 @@ pub enum Command {
 }
 
 /// Build the server in release mode and write a reproducible release into dist/<version>/:
-/// the tarball, its .sha256, manifest.txt and manifest.json.
+/// the tarball, its .sha256, manifest.txt and manifest.json, one deploy payload per environment
+/// (saulpos-<env>-<version>.tar.gz with its .sha256, installable with its install.sh on a host
+/// without cargo), and SHA256SUMS listing every other file.
 #[derive(Args)]
 pub struct Package {
     /// The release version: a semantic version MAJOR.MINOR.PATCH with optional -pre-release and
@@ -171,8 +173,9 @@ pub enum BenchWhat {
     Deploy(BenchDeploy),
 }
 
-/// Deploy (verify, extract, switch) of the real artifact into a fresh payload, and a rollback
-/// switch (re-verify and switch), on two versions packaged for the bench.
+/// Deploy (verify, extract, switch) of the real payload with `cargo xtask deploy` and with the
+/// payload's own install.sh (unpacked first, as on a host), and a rollback switch (re-verify and
+/// switch), on two versions packaged for the bench.
 #[derive(Args)]
 pub struct BenchDeploy {
     /// How many deploys and rollbacks to take the median of.
@@ -212,7 +215,8 @@ pub struct BenchServer {
 }
 
 /// Our archive + checksum step against `tar -czf` then `sha256sum` on the same staged files,
-/// and the wall time of `cargo xtask package` for a second version with no source change.
+/// the wall time of `cargo xtask package` for a second version with no source change, and the
+/// payload step's share of it.
 #[derive(Args)]
 pub struct BenchPackage {
     /// How many runs of each archive step to take the median of.
@@ -305,16 +309,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// Deploy a packaged release to an environment: verify it against its checksum and manifest,
-/// extract it safely into <dest>/saulpos-<env>/releases/<version>/, write run.sh, an example
-/// environment file and a systemd unit, and switch the live link to it atomically.
+/// Deploy a packaged release to an environment from its payload, as the payload's install.sh
+/// does on a host: verify it against its checksums and manifest, extract it safely into
+/// <dest>/saulpos-<env>/releases/<version>/, write run.sh, rollback.sh, an example environment
+/// file and a systemd unit, and switch the live link to it atomically.
 #[derive(Args)]
 pub struct Deploy {
     /// The environment: dev, staging or prod (run.sh starts the server with that profile).
     pub env: String,
     /// The version to deploy; it must be packaged in dist/.
     pub version: String,
-    /// The folder that holds the payloads, e.g. /opt/saulpos; it must exist.
+    /// The folder that holds the environments' folders, e.g. /opt/saulpos; it must exist.
     pub dest: PathBuf,
     /// How many releases to keep in the payload (never fewer than the live one and the one
     /// before it).

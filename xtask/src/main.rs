@@ -12,7 +12,7 @@ mod incident;
 mod release;
 mod util;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -47,9 +47,15 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
     }
 }
 
-/// The workspace root: the folder above this crate.
+/// The workspace root: the folder above this crate. `cargo xtask` (cargo run) sets
+/// CARGO_MANIFEST_DIR when it starts the binary, so a checkout copied elsewhere works on itself;
+/// the path baked in at compile time is only the fallback for the binary started directly.
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        // Inherited from another crate's run (a test harness), it names that crate: ignore it.
+        .filter(|dir| dir.ends_with("xtask") && dir.join("Cargo.toml").is_file())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("xtask lives inside the workspace")
         .to_owned()

@@ -1,51 +1,176 @@
 #!/usr/bin/env bash
-# Starts saulpos-server for the @ENV@ environment: the release that `current` points at.
-# Written by `cargo xtask deploy`; the next deploy overwrites edits. Configure it in
-# saulpos.env beside this file (see saulpos.env.example) or in the environment.
+# run.sh: runs saulpos-server for the @ENV@ environment: the release that `current` points at.
+# Written by install.sh and `cargo xtask deploy`; the next install overwrites edits. Configure it
+# in saulpos.env beside this file (see saulpos.env.example) or in the environment; under systemd
+# the unit's EnvironmentFile= reads saulpos.env.
 set -euo pipefail
 
 here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
 env_file="${SAULPOS_ENV_FILE:-$here/saulpos.env}"
+pid_file="$here/saulpos.pid"
+log_file="${SAULPOS_LOG_FILE:-$here/logs/saulpos.log}"
 
-if [[ -f "$env_file" ]]; then
-  if [[ -n "$(find "$env_file" -maxdepth 0 -perm /044)" ]]; then
-    echo "run.sh: warning: $env_file can be read by other users and holds the database password; run: chmod 600 $env_file" >&2
+usage() {
+  cat <<'USAGE'
+Usage: ./run.sh [run] [server options]
+       ./run.sh start|stop|restart|status
+
+Run saulpos-server (the live release under current/) for the @ENV@ environment, with the
+variables of saulpos.env beside this file (or SAULPOS_ENV_FILE).
+
+  run       in the foreground (the default; what systemd runs). Started by hand, its logs go to
+            logs/saulpos.log and to the terminal (SAULPOS_LOG_FILE=- for the terminal only);
+            under systemd they go to the journal. Stop it with Ctrl-C or SIGTERM.
+  start     in the background, for hosts without systemd: pid in saulpos.pid, logs appended to
+            logs/saulpos.log. Waits until it listens (SAULPOS_START_TIMEOUT_SECONDS, default 60);
+            fails, showing the end of the log, if it exits instead.
+  stop      SIGTERM, then wait for requests in flight to finish (SAULPOS_STOP_TIMEOUT_SECONDS,
+            default 30) before SIGKILL.
+  restart   stop if running, then start.
+  status    running (exit 0), not running (exit 3), or a stale pid file (exit 1).
+USAGE
+}
+
+say() {
+  printf 'run.sh: %s\n' "$*" >&2
+}
+
+# The server's pid if it runs from this folder; fails otherwise (no pid file, or a stale one).
+running_pid() {
+  local pid command_line
+  [[ -f "$pid_file" ]] || return 1
+  read -r pid <"$pid_file" || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  command_line="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+  [[ "$command_line" == *"$here/"* || "$command_line" == *saulpos-server* ]] || return 1
+  printf '%s' "$pid"
+}
+
+status() {
+  local pid
+  if pid="$(running_pid)"; then
+    say "running (pid $pid): $(readlink -- "$here/current" 2>/dev/null || echo '?')"
+    return 0
   fi
-  set -a
-  # shellcheck source=/dev/null
-  source "$env_file"
-  set +a
-fi
-
-required=(@REQUIRED@)
-missing=()
-for name in "${required[@]}"; do
-  if [[ -z "${!name:-}" ]]; then
-    missing+=("$name")
+  if [[ -f "$pid_file" ]]; then
+    say "not running (stale pid file $pid_file, process $(head -c 20 -- "$pid_file") is gone)"
+    return 1
   fi
-done
-if ((${#missing[@]} > 0)); then
-  echo "run.sh: the @ENV@ environment needs ${missing[*]}: set them in $env_file (see saulpos.env.example) or in the environment" >&2
-  exit 2
-fi
+  say "not running"
+  return 3
+}
 
-export SAULPOS_PROFILE=@ENV@
-binary="$here/current/bin/saulpos-server"
-if [[ ! -x "$binary" ]]; then
-  echo "run.sh: no live release at $here/current; deploy one with: cargo xtask deploy @ENV@ <version> $(dirname -- "$here")" >&2
-  exit 1
-fi
+start() {
+  local pid size waited=0 limit="${SAULPOS_START_TIMEOUT_SECONDS:-60}" fresh
+  if pid="$(running_pid)"; then
+    say "already running (pid $pid)"
+    return 0
+  fi
+  [[ ! -f "$pid_file" ]] || say "removing the stale pid file $pid_file"
+  rm -f -- "$pid_file"
+  [[ "$log_file" != "-" ]] || log_file="$here/logs/saulpos.log"
+  mkdir -p -- "$(dirname -- "$log_file")"
+  size="$(stat -c %s -- "$log_file" 2>/dev/null || echo 0)"
+  # A session of its own, so a closed terminal does not stop it; its output is already the log.
+  SAULPOS_LOG_FILE=- nohup setsid "$here/run.sh" run >>"$log_file" 2>&1 </dev/null &
+  pid=$!
+  printf '%s\n' "$pid" >"$pid_file.partial"
+  mv -f -- "$pid_file.partial" "$pid_file"
+  # Wait until it listens, or says why it cannot.
+  while ((waited < limit * 10)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      rm -f -- "$pid_file"
+      say "saulpos-server exited at once; the end of $log_file:"
+      tail -c +"$((size + 1))" -- "$log_file" | tail -n 20 >&2 || true
+      return 1
+    fi
+    fresh="$(tail -c +"$((size + 1))" -- "$log_file" 2>/dev/null || true)"
+    if [[ "$fresh" == *"listening on http://"* ]]; then
+      say "started (pid $pid), listening; logs go to $log_file"
+      return 0
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  say "started (pid $pid), not listening yet after $limit s; logs go to $log_file"
+}
 
-# Under systemd the journal keeps the logs; started by hand, they go to logs/saulpos.log
-# (set SAULPOS_LOG_FILE=- to keep them on the terminal).
-if [[ -z "${INVOCATION_ID:-}" ]]; then
-  log_file="${SAULPOS_LOG_FILE:-$here/logs/saulpos.log}"
-  if [[ "$log_file" != "-" ]]; then
+stop() {
+  local pid waited=0 limit="${SAULPOS_STOP_TIMEOUT_SECONDS:-30}"
+  if ! pid="$(running_pid)"; then
+    [[ ! -f "$pid_file" ]] || say "removing the stale pid file $pid_file"
+    rm -f -- "$pid_file"
+    say "not running"
+    return 0
+  fi
+  kill -TERM "$pid"
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((waited >= limit * 10)); then
+      say "pid $pid did not stop within $limit s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  rm -f -- "$pid_file"
+  say "stopped (pid $pid)"
+}
+
+run() {
+  if [[ -r "$env_file" ]]; then
+    if [[ -z "${INVOCATION_ID:-}" ]] && (((8#$(stat -c %a -- "$env_file") & 8#044) != 0)); then
+      say "warning: $env_file can be read by other users and holds the database password; run: chmod 600 $env_file"
+    fi
+    set -a
+    # shellcheck source=/dev/null
+    source "$env_file"
+    set +a
+  elif [[ -e "$env_file" && -z "${INVOCATION_ID:-}" ]]; then
+    say "cannot read $env_file; run as its owner (or through systemd, which reads it for the service)"
+    exit 2
+  fi
+
+  local required=(@REQUIRED@) missing=() name
+  for name in "${required[@]}"; do
+    [[ -n "${!name:-}" ]] || missing+=("$name")
+  done
+  if ((${#missing[@]} > 0)); then
+    say "the @ENV@ environment needs ${missing[*]}: set them in $env_file (see saulpos.env.example) or in the environment"
+    exit 2
+  fi
+
+  export SAULPOS_PROFILE=@ENV@
+  local binary="$here/current/bin/saulpos-server"
+  if [[ ! -x "$binary" ]]; then
+    say "no live release at $here/current; install one with install.sh from a payload, or: cargo xtask deploy @ENV@ <version> $(dirname -- "$here")"
+    exit 1
+  fi
+
+  # Under systemd the journal keeps the logs; started by hand, they go to logs/saulpos.log and
+  # to the terminal, so a server that cannot start says why where it was started.
+  if [[ -z "${INVOCATION_ID:-}" && "$log_file" != "-" ]]; then
     mkdir -p -- "$(dirname -- "$log_file")"
-    echo "run.sh: starting $("$binary" --version) (@ENV@); logs go to $log_file" >&2
-    exec >>"$log_file" 2>&1
+    say "starting $("$binary" --version) (@ENV@); logs go to $log_file"
+    exec > >(tee -p -a -- "$log_file") 2>&1
   fi
-fi
 
-# exec: the server takes this process's place, so SIGTERM reaches it directly.
-exec "$binary" "$@"
+  # exec: the server takes this process's place, so SIGTERM reaches it directly.
+  exec "$binary" "$@"
+}
+
+case "${1:-run}" in
+  -h | --help) usage ;;
+  start | stop | restart | status)
+    (($# == 1)) || { say "$1 takes no more arguments; see ./run.sh --help"; exit 2; }
+    case "$1" in
+      start) start ;;
+      stop) stop ;;
+      restart) stop && start ;;
+      status) status ;;
+    esac
+    ;;
+  run) shift || true; run "$@" ;;
+  *) run "$@" ;;
+esac

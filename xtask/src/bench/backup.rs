@@ -283,7 +283,7 @@ fn median_ratio(pairs: &[(Duration, Duration)]) -> f64 {
         .collect();
     ratios.sort_by(f64::total_cmp);
     let middle = ratios.len() / 2;
-    if ratios.len() % 2 == 0 {
+    if ratios.len().is_multiple_of(2) {
         (ratios[middle - 1] + ratios[middle]) / 2.0
     } else {
         ratios[middle]

@@ -1,11 +1,13 @@
-//! `cargo xtask bench deploy`: the time to deploy the real artifact (verify, extract, switch)
-//! and to switch back with a rollback, each the median of several runs.
+//! `cargo xtask bench deploy`: the time to install the real payload with `cargo xtask deploy`
+//! and with its own `install.sh` (unpacked first, as on a host), and to switch back with a
+//! rollback, each the median of several runs.
 
 use std::fs;
 
-use xshell::Shell;
+use xshell::{Shell, cmd};
 
 use super::{Row, fresh_dir, median, note, package_version, timed};
+use crate::release::payload_files;
 use crate::{flags, project_root};
 
 pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
@@ -31,7 +33,14 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
         }
         .run(sh)
     };
+    let payload = dist
+        .join("0.0.0-bench.1")
+        .join(payload_files::payload_archive_name(
+            "staging",
+            "0.0.0-bench.1",
+        ));
     let mut deploys = Vec::new();
+    let mut installs = Vec::new();
     let mut rollbacks = Vec::new();
     for run in 1..=runs {
         note(&format!("deploy and rollback, run {run} of {runs}"));
@@ -51,23 +60,50 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
             .run(sh)
         })?;
         rollbacks.push(took);
+
+        // The host's way: unpack the payload, run its install.sh.
+        let host = work.join(format!("host-{run}"));
+        let installed = host.join("opt");
+        fs::create_dir_all(&installed)?;
+        let install_sh = host
+            .join(payload_files::payload_name("staging", "0.0.0-bench.1"))
+            .join("install.sh");
+        let ((), took) = timed(|| {
+            cmd!(sh, "tar -xzf {payload} -C {host}").quiet().run()?;
+            cmd!(sh, "{install_sh} {installed} --reason bench")
+                .quiet()
+                .ignore_stderr()
+                .run()?;
+            Ok(())
+        })?;
+        installs.push(took);
     }
-    let size = fs::read_dir(dist.join("0.0.0-bench.1"))?
-        .flatten()
-        .find(|entry| entry.file_name().to_string_lossy().ends_with(".tar.gz"))
-        .map(|entry| entry.metadata().map(|meta| meta.len()).unwrap_or(0))
-        .unwrap_or(0);
+    let size = fs::metadata(&payload).map(|meta| meta.len()).unwrap_or(0);
     fs::remove_dir_all(&work)?;
     let (deploy_time, rollback_time) = (median(deploys), median(rollbacks));
     let deploy_ms = deploy_time.as_secs_f64() * 1000.0;
+    let install_ms = median(installs).as_secs_f64() * 1000.0;
+    let shell_ratio = install_ms / deploy_ms;
     let rollback_ms = rollback_time.as_secs_f64() * 1000.0;
     Ok(vec![
-        Row::figure("archive deployed", format!("{size} bytes")),
+        Row::figure("payload deployed", format!("{size} bytes")),
         Row::goal(
-            format!("deploy: verify, extract, switch (median of {runs})"),
+            format!("cargo xtask deploy: verify, extract, switch (median of {runs})"),
             format!("{deploy_ms:.0} ms"),
             "< 500 ms",
             deploy_ms < 500.0,
+        ),
+        Row::goal(
+            format!("tar -xzf payload + install.sh (median of {runs})"),
+            format!("{install_ms:.0} ms"),
+            "< 500 ms",
+            install_ms < 500.0,
+        ),
+        Row::goal(
+            "install.sh / cargo xtask deploy",
+            format!("{shell_ratio:.2}"),
+            "<= 2",
+            shell_ratio <= 2.0,
         ),
         Row::goal(
             format!("rollback: re-verify and switch (median of {runs})"),

@@ -5,11 +5,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use xshell::{Shell, cmd};
 
 use super::{Row, fresh_dir, median, note, package_version, seconds, timed};
-use crate::release::archive::Entry;
+use crate::release::archive::{self, Entry};
+use crate::release::manifest::Manifest;
 use crate::{flags, project_root, release::package};
 
 pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> {
@@ -24,11 +24,10 @@ pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> 
     let ((), second) = timed(|| package_version(sh, &dist, "0.0.0-bench.2"))?;
 
     let release = dist.join("0.0.0-bench.2");
-    let archive = fs::read_dir(&release)?
-        .flatten()
-        .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|ext| ext == "gz"))
-        .context("the bench release holds no archive")?;
+    let manifest = Manifest::from_json(&fs::read_to_string(
+        release.join(crate::release::manifest::JSON_NAME),
+    )?)?;
+    let archive = release.join(&manifest.archive.name);
     let staged = work.join("staged");
     fs::create_dir_all(&staged)?;
     cmd!(sh, "tar -xzf {archive} -C {staged}").run()?;
@@ -44,7 +43,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> 
         fs::create_dir_all(&ours_dir)?;
         let (facts, took) = timed(|| {
             let mut entries = read_tree(&staged, top)?;
-            package::write_archive(&ours_dir, "ours.tar.gz", &mut entries, 0)
+            package::write_archive(&ours_dir, "ours.tar.gz", &mut entries, 0, archive::LEVEL)
         })?;
         our_size = facts.size;
         ours.push(took);
@@ -64,7 +63,28 @@ pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> 
         plain.push(took);
         fs::remove_file(&plain_archive)?;
     }
+
+    // The payload step alone, on the release just packaged: three payloads and their checksums.
+    let mut payload_runs = Vec::new();
+    let payload_dir = work.join("payloads");
+    for run in 1..=runs {
+        note(&format!("payload step, run {run} of {runs}"));
+        fresh_dir(&payload_dir)?;
+        for name in [
+            manifest.archive.name.clone(),
+            format!("{}.sha256", manifest.archive.name),
+            crate::release::manifest::TEXT_NAME.to_owned(),
+            crate::release::manifest::JSON_NAME.to_owned(),
+        ] {
+            fs::copy(release.join(&name), payload_dir.join(&name))?;
+        }
+        let (_, took) =
+            timed(|| package::write_payloads(&payload_dir, "0.0.0-bench.2", &manifest, 0))?;
+        payload_runs.push(took);
+    }
     fs::remove_dir_all(&work)?;
+    let payloads = median(payload_runs);
+    let payload_share = payloads.as_secs_f64() / second.as_secs_f64() * 100.0;
 
     let (ours, plain) = (median(ours), median(plain));
     let time_ratio = ours.as_secs_f64() / plain.as_secs_f64();
@@ -95,6 +115,14 @@ pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> 
         Row::figure(
             "cargo xtask package, second version, no source change",
             seconds(second),
+        ),
+        Row::figure(
+            format!("payloads dev, staging, prod + .sha256 (median of {runs})"),
+            seconds(payloads),
+        ),
+        Row::figure(
+            "payload step's share of package",
+            format!("{payload_share:.1} %"),
         ),
     ])
 }

@@ -65,6 +65,7 @@ impl flags::Backup {
             dumped.sha256,
             elapsed.as_secs_f64()
         );
+        eprintln!("checksum: {}", checksum_path.display());
         let removed = match self.keep {
             Some(keep) => prune(&self.backup_dir, &stem, keep)?,
             None => Vec::new(),

@@ -1,6 +1,7 @@
-//! `cargo xtask deploy <env> <version> <dest>`: verify a packaged release, extract it safely
-//! into `<dest>/saulpos-<env>/releases/<version>/`, write run.sh, the example environment file
-//! and the systemd unit, and switch the live link, all under the payload's lock.
+//! `cargo xtask deploy <env> <version> <dest>`: install the release's payload for `<env>` as its
+//! install.sh would: verify it, extract it safely into `<dest>/saulpos-<env>/releases/<version>/`,
+//! write the payload's run.sh, rollback.sh, example environment file and systemd unit, and switch
+//! the live link, all under the payload folder's lock.
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -12,7 +13,8 @@ use serde_json::json;
 use xshell::Shell;
 
 use crate::deploy::payload::Payload;
-use crate::release::manifest::{self, Manifest};
+use crate::deploy::shipped::Shipped;
+use crate::release::manifest;
 use crate::util::durable::{self, StagingDir};
 use crate::util::progress::step;
 use crate::{deploy::extract, flags, release::dist, release::verify};
@@ -20,7 +22,7 @@ use crate::{deploy::extract, flags, release::dist, release::verify};
 impl flags::Deploy {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
-        let payload = Payload::new(&self.env, &self.dest)?;
+        Payload::new(&self.env, &self.dest)?;
         if self.keep < 2 {
             bail!(
                 "--keep {} would not keep the release to roll back to; use 2 or more",
@@ -31,26 +33,31 @@ impl flags::Deploy {
         let (version, release_dir) = dist::release_dir(&dist_dir, &self.version)?;
         let version = version.to_string();
 
-        // 1. Nothing under <dest> changes unless the release is exactly what was packaged.
-        let checked = verify::check_release(&release_dir, &version);
+        // 1. Nothing under <dest> changes unless the payload is exactly what was packaged.
+        let shipped = Shipped::open(&release_dir, &self.env, &version)?;
+        let checked = verify::check_release(shipped.release_dir(), &version);
         if !checked.problems.is_empty() {
             for problem in &checked.problems {
                 eprintln!("problem: {problem}");
             }
             bail!(
-                "refused: {} does not match its checksum and manifest; nothing under {} was changed",
-                release_dir.display(),
+                "refused: the release in {} does not match its checksum and manifest; nothing under {} was changed",
+                shipped.name,
                 self.dest.display()
             );
         }
-        let manifest_text = fs::read_to_string(release_dir.join(manifest::JSON_NAME))?;
-        let manifest = Manifest::from_json(&manifest_text)?;
+        let manifest = &shipped.manifest;
+        extract::check_entries(
+            &shipped.release_dir().join(&manifest.archive.name),
+            &dist::top_folder(&version),
+            manifest,
+        )
+        .with_context(|| format!("nothing under {} was changed", self.dest.display()))?;
         step(
             started,
             &format!(
                 "verified {} ({} entries)",
-                release_dir.display(),
-                checked.files_checked
+                shipped.name, checked.files_checked
             ),
         );
 
@@ -61,19 +68,23 @@ impl flags::Deploy {
                 self.dest.display()
             );
         }
+        // Absolute, as install.sh resolves it: the systemd unit names it.
+        let dest = fs::canonicalize(&self.dest)
+            .with_context(|| format!("cannot resolve {}", self.dest.display()))?;
+        let payload = Payload::new(&self.env, &dest)?;
         let _lock = payload.lock(&format!("deploy {version}"))?;
         let releases = payload.releases();
         fs::create_dir_all(&releases)
             .with_context(|| format!("cannot create {}", releases.display()))?;
         fs::create_dir_all(payload.dir.join("logs"))?;
-        durable::remove_stale_partials(&payload.dir, "")?;
-        durable::remove_stale_partials(&releases, "")?;
+        // Under the lock, every partial file belongs to a run that is gone.
+        durable::remove_partials(&payload.dir)?;
+        durable::remove_partials(&releases)?;
 
         // 2. The release's own folder, extracted under a temporary name and renamed at the end.
         let target = payload.release(&version);
         let top = dist::top_folder(&version);
-        let reuse =
-            target.is_dir() && extract::check_extracted(&target, &top, &manifest).is_empty();
+        let reuse = target.is_dir() && extract::check_extracted(&target, &top, manifest).is_empty();
         if reuse {
             step(
                 started,
@@ -81,15 +92,17 @@ impl flags::Deploy {
             );
         } else {
             let staging = StagingDir::new(&target)?;
-            let archive = release_dir.join(&manifest.archive.name);
-            extract::release(&archive, &top, &manifest, staging.path())?;
+            let archive = shipped.release_dir().join(&manifest.archive.name);
+            extract::release(&archive, &top, manifest, staging.path())?;
             for name in [
                 manifest::JSON_NAME.to_owned(),
                 manifest::TEXT_NAME.to_owned(),
                 format!("{}.sha256", manifest.archive.name),
             ] {
-                fs::copy(release_dir.join(&name), staging.path().join(&name))
-                    .with_context(|| format!("cannot copy {name}"))?;
+                let copy = staging.path().join(&name);
+                fs::write(&copy, shipped.file(&name))
+                    .and_then(|()| fs::set_permissions(&copy, fs::Permissions::from_mode(0o644)))
+                    .with_context(|| format!("cannot write {}", copy.display()))?;
             }
             if target.exists() {
                 // A damaged copy of this version: put the fresh one in its place.
@@ -105,8 +118,17 @@ impl flags::Deploy {
             step(started, &format!("extracted {}", target.display()));
         }
 
-        // 3. The files around the releases; each replaced atomically.
-        write_payload_files(&payload)?;
+        // 3. The files around the releases, from the payload; each replaced atomically.
+        for (name, mode, bytes) in shipped.installed_files(&payload.env, &payload.dir) {
+            durable::write_with_mode(&payload.dir.join(&name), &bytes, mode)?;
+        }
+        for name in [manifest::TEXT_NAME, manifest::JSON_NAME] {
+            let link = payload.dir.join(name);
+            if fs::symlink_metadata(&link).is_err() {
+                symlink(Path::new("current").join(name), &link)
+                    .with_context(|| format!("cannot create {}", link.display()))?;
+            }
+        }
 
         // 4. The switch: one rename.
         let before = payload.live();
@@ -132,9 +154,10 @@ impl flags::Deploy {
         let removed = prune(&payload, self.keep)?;
         let service = payload.service_name();
         eprintln!(
-            "next: restart the service to run {version}:\n  sudo systemctl restart {service}     (unit: {}/{service}.service)\n  or by hand: {}/run.sh\nthen wait for it:\n  cargo xtask health --url http://localhost:8080 --expect-version {version}",
+            "next: restart the service to run {version}:\n  sudo systemctl restart {service}     (unit: {}/{service}.service)\n  or by hand: {}/run.sh\nthen wait for it:\n  cargo xtask health --url {} --expect-version {version}",
             payload.dir.display(),
-            payload.dir.display()
+            payload.dir.display(),
+            payload.health_url()
         );
         if self.json {
             let summary = json!({
@@ -151,189 +174,6 @@ impl flags::Deploy {
         }
         Ok(())
     }
-}
-
-/// Writes run.sh, the example environment file, the systemd unit and the manifest links.
-pub fn write_payload_files(payload: &Payload) -> anyhow::Result<()> {
-    let required = if payload.env == "dev" {
-        ""
-    } else {
-        "SAULPOS_DB_URL SAULPOS_DB_USERNAME SAULPOS_DB_PASSWORD"
-    };
-    let run = include_str!("../../templates/run.sh")
-        .replace("@ENV@", &payload.env)
-        .replace("@REQUIRED@", required);
-    let run_path = payload.dir.join("run.sh");
-    durable::write(&run_path, run.as_bytes())?;
-    fs::set_permissions(&run_path, fs::Permissions::from_mode(0o755))?;
-    durable::write(
-        &payload.dir.join("saulpos.env.example"),
-        env_example(&payload.env).as_bytes(),
-    )?;
-    let unit = format!("{}.service", payload.service_name());
-    durable::write(&payload.dir.join(&unit), systemd_unit(payload).as_bytes())?;
-    for name in [manifest::TEXT_NAME, manifest::JSON_NAME] {
-        let link = payload.dir.join(name);
-        if fs::symlink_metadata(&link).is_err() {
-            symlink(Path::new("current").join(name), &link)
-                .with_context(|| format!("cannot create {}", link.display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// Every variable the server reads, with a comment; the required ones uncommented.
-fn env_example(env: &str) -> String {
-    let required = env != "dev";
-    let mut text = format!(
-        "# Environment of saulpos-{env}. Copy to saulpos.env beside run.sh, fill in, and\n\
-         # `chmod 600 saulpos.env`: it holds the database password. run.sh loads it; the\n\
-         # profile ({env}) is set by run.sh. Values here override config/application*.toml.\n\n"
-    );
-    let line = |text: &mut String, comment: &str, name: &str, value: &str, set: bool| {
-        text.push_str(&format!(
-            "# {comment}\n{}{name}={value}\n\n",
-            if set { "" } else { "# " }
-        ));
-    };
-    let requirement = if required {
-        "Required."
-    } else {
-        "Optional in dev."
-    };
-    line(
-        &mut text,
-        &format!(
-            "{requirement} The database: postgres://host:port/database (jdbc:postgresql://host:port/database works too); no credentials in it."
-        ),
-        "SAULPOS_DB_URL",
-        "postgres://db.internal:5432/saulpos",
-        required,
-    );
-    line(
-        &mut text,
-        &format!("{requirement} The database user."),
-        "SAULPOS_DB_USERNAME",
-        "saulpos",
-        required,
-    );
-    line(
-        &mut text,
-        &format!("{requirement} The database password; any characters; never logged."),
-        "SAULPOS_DB_PASSWORD",
-        "",
-        required,
-    );
-    line(
-        &mut text,
-        "The address to listen on (default 0.0.0.0).",
-        "SAULPOS_SERVER_ADDRESS",
-        "0.0.0.0",
-        false,
-    );
-    line(
-        &mut text,
-        "The port to listen on (default 8080).",
-        "SAULPOS_SERVER_PORT",
-        "8080",
-        false,
-    );
-    line(
-        &mut text,
-        "Seconds requests in flight may take to finish on SIGTERM (default 20).",
-        "SAULPOS_SHUTDOWN_GRACE_SECONDS",
-        "20",
-        false,
-    );
-    line(
-        &mut text,
-        "Database connections in the pool (default 10).",
-        "SAULPOS_DB_POOL_SIZE",
-        "10",
-        false,
-    );
-    line(
-        &mut text,
-        "Milliseconds one connection attempt may take (default 3000).",
-        "SAULPOS_DB_CONNECT_TIMEOUT_MS",
-        "3000",
-        false,
-    );
-    line(
-        &mut text,
-        "Seconds startup retries an unreachable database before giving up (default 30).",
-        "SAULPOS_DB_STARTUP_TIMEOUT_SECONDS",
-        "30",
-        false,
-    );
-    line(
-        &mut text,
-        "Milliseconds after which health reports the database DOWN (default 1000).",
-        "SAULPOS_HEALTH_TIMEOUT_MS",
-        "1000",
-        false,
-    );
-    line(
-        &mut text,
-        "Log format: text or json.",
-        "SAULPOS_LOG_FORMAT",
-        if env == "dev" { "text" } else { "json" },
-        false,
-    );
-    line(
-        &mut text,
-        "Log filter, e.g. info or info,sqlx=warn (default info).",
-        "SAULPOS_LOG_LEVEL",
-        "info",
-        false,
-    );
-    line(
-        &mut text,
-        "Where run.sh sends logs when started by hand (default logs/saulpos.log; - for the terminal).",
-        "SAULPOS_LOG_FILE",
-        "-",
-        false,
-    );
-    text
-}
-
-/// The systemd unit: runs run.sh, stops with SIGTERM, and may write only the logs folder.
-fn systemd_unit(payload: &Payload) -> String {
-    let dir = payload.dir.display();
-    format!(
-        "# {service}.service, written by `cargo xtask deploy`. Install it with:\n\
-         #   sudo ln -sf {dir}/{service}.service /etc/systemd/system/ && sudo systemctl daemon-reload\n\
-         #   sudo systemctl enable --now {service}\n\
-         [Unit]\n\
-         Description=SaulPOS server ({env})\n\
-         Wants=network-online.target\n\
-         After=network-online.target postgresql.service\n\
-         \n\
-         [Service]\n\
-         Type=exec\n\
-         WorkingDirectory={dir}\n\
-         ExecStart={dir}/run.sh\n\
-         KillSignal=SIGTERM\n\
-         TimeoutStopSec=30\n\
-         Restart=on-failure\n\
-         RestartSec=5\n\
-         NoNewPrivileges=yes\n\
-         ProtectSystem=strict\n\
-         ProtectHome=read-only\n\
-         PrivateTmp=yes\n\
-         PrivateDevices=yes\n\
-         ProtectKernelTunables=yes\n\
-         ProtectKernelModules=yes\n\
-         ProtectControlGroups=yes\n\
-         RestrictSUIDSGID=yes\n\
-         LockPersonality=yes\n\
-         ReadWritePaths={dir}/logs\n\
-         \n\
-         [Install]\n\
-         WantedBy=multi-user.target\n",
-        service = payload.service_name(),
-        env = payload.env,
-    )
 }
 
 /// Removes the oldest releases beyond `keep`, never the live one or the one before it.

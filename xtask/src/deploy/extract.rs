@@ -39,13 +39,18 @@ pub fn release(archive: &Path, top: &str, manifest: &Manifest, into: &Path) -> a
             bail!("refused: the archive holds {name:?}, which its manifest does not list");
         };
         let Some(relative) = relative else {
-            continue; // the top folder itself
+            // The top folder itself: the release folder, with the mode the manifest gives it.
+            fs::set_permissions(into, fs::Permissions::from_mode(facts.mode & 0o755))?;
+            continue;
         };
         let target = into.join(&relative);
         no_links_above(into, &relative)?;
         match kind {
             EntryType::Directory => {
                 fs::create_dir_all(&target)
+                    .and_then(|()| {
+                        fs::set_permissions(&target, fs::Permissions::from_mode(facts.mode & 0o755))
+                    })
                     .with_context(|| format!("cannot create {}", target.display()))?;
             }
             EntryType::Symlink => {
@@ -69,6 +74,28 @@ pub fn release(archive: &Path, top: &str, manifest: &Manifest, into: &Path) -> a
                 out.sync_all()?;
                 fs::set_permissions(&target, fs::Permissions::from_mode(facts.mode & 0o755))?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Checks every entry of the archive as `release` would, writing nothing: run before anything
+/// under the destination changes, so that a hostile archive leaves no trace there.
+pub fn check_entries(archive: &Path, top: &str, manifest: &Manifest) -> anyhow::Result<()> {
+    let file =
+        fs::File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+    let mut reader = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
+    for entry in reader.entries().context("cannot read the archive")? {
+        let entry = entry.context("the archive is damaged")?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let name = raw.trim_end_matches('/');
+        let link = entry
+            .link_name_bytes()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        safe_path(name, top, entry.header().entry_type(), link.as_deref())
+            .with_context(|| format!("refused: the archive's entry {raw:?} is unsafe"))?;
+        if !manifest.files.iter().any(|file| file.path == name) {
+            bail!("refused: the archive holds {name:?}, which its manifest does not list");
         }
     }
     Ok(())

@@ -8,5 +8,6 @@ pub mod health;
 pub mod http;
 pub mod payload;
 pub mod rollback;
+pub mod shipped;
 pub mod smoke;
 pub mod status;

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! saulpos-<env>/
-//!   run.sh                   starts the live release (written by deploy)
+//!   run.sh                   starts the live release (from the payload)
+//!   rollback.sh              goes back without cargo (from the payload)
 //!   saulpos.env.example      every variable, with a comment
 //!   saulpos.env              the operator's copy (never written by deploy)
 //!   saulpos-<env>.service    the systemd unit
@@ -12,10 +13,10 @@
 //!   releases/<v>/            bin/, config/, README.md, manifest.*, the archive's .sha256
 //!   logs/                    saulpos.log when run.sh is started by hand
 //!   history.log              one JSON object per line: time, user, action, from, to, reason
-//!   deploy.lock              while a deploy or rollback runs
+//!   deploy.lock              flock(2)ed by every deploy, install.sh, rollback and rollback.sh
 //! ```
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, OpenOptions, TryLockError};
 use std::io::Write;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -24,9 +25,9 @@ use anyhow::{Context, bail};
 use semver::Version;
 use serde_json::{Value, json};
 
-use crate::{util::durable, util::utc};
+use crate::util::{durable, env_file, utc};
 
-pub const ENVIRONMENTS: [&str; 3] = ["dev", "staging", "prod"];
+pub use crate::release::payload_files::ENVIRONMENTS;
 pub const HISTORY: &str = "history.log";
 const LOCK: &str = "deploy.lock";
 
@@ -43,6 +44,26 @@ impl Payload {
             bail!(
                 "unknown environment {env:?}; use one of: {}",
                 ENVIRONMENTS.join(", ")
+            );
+        }
+        let folder_name = dest
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned());
+        if let Some(other) = folder_name
+            .as_deref()
+            .and_then(|name| name.strip_prefix("saulpos-"))
+            .filter(|other| ENVIRONMENTS.contains(other))
+        {
+            bail!(
+                "refused: {} is the folder of the {other} environment; give the folder above it ({}); nothing was changed",
+                dest.display(),
+                dest.parent().unwrap_or(Path::new("/")).display()
+            );
+        }
+        if dest.join("current").exists() || dest.join(HISTORY).exists() {
+            bail!(
+                "refused: {} holds an environment's release (current, history.log); give the folder above it; nothing was changed",
+                dest.display()
             );
         }
         Ok(Payload {
@@ -71,6 +92,15 @@ impl Payload {
 
     pub fn release(&self, version: &str) -> PathBuf {
         self.releases().join(version)
+    }
+
+    /// `http://127.0.0.1:<port>`, the port from saulpos.env's SAULPOS_SERVER_PORT (else 8080):
+    /// where the server of this payload answers on its own host.
+    pub fn health_url(&self) -> String {
+        let text = fs::read_to_string(self.dir.join("saulpos.env")).unwrap_or_default();
+        let port =
+            env_file::value(&text, "SAULPOS_SERVER_PORT").unwrap_or_else(|| "8080".to_owned());
+        format!("http://127.0.0.1:{port}")
     }
 
     pub fn service_name(&self) -> String {
@@ -156,87 +186,84 @@ impl Payload {
             .with_context(|| format!("cannot append to {}", path.display()))
     }
 
-    /// Takes the payload's lock for `action`, or says who holds it. A lock whose process is
-    /// gone is taken over.
+    /// Takes the payload's lock for `action`, or says who holds it. The lock is the kernel's
+    /// (flock on `deploy.lock`, as install.sh and rollback.sh take it), so it ends with the
+    /// process however that ends; the holder's details are written after it is taken, only for
+    /// the message another run prints.
     pub fn lock(&self, action: &str) -> anyhow::Result<Lock> {
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let path = self.dir.join(LOCK);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let text = fs::read_to_string(&path).unwrap_or_default();
+                let field = |name: &str| {
+                    text.lines()
+                        .find_map(|line| line.strip_prefix(&format!("{name}=")))
+                        .unwrap_or("?")
+                        .to_owned()
+                };
+                bail!(
+                    "{} is locked: {} by {} (pid {}) since {} holds it; wait for it to finish and run again",
+                    self.dir.display(),
+                    field("action"),
+                    field("user"),
+                    field("pid"),
+                    field("since")
+                );
+            }
+            Err(TryLockError::Error(error)) => {
+                return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
         let holder = format!(
             "pid={}\nuser={}\naction={action}\nsince={}\n",
             std::process::id(),
             user(),
             utc::rfc3339(utc::now())
         );
-        for _ in 0..3 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    file.write_all(holder.as_bytes())
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                    return Ok(Lock { path });
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let text = fs::read_to_string(&path).unwrap_or_default();
-                    let field = |name: &str| {
-                        text.lines()
-                            .find_map(|line| line.strip_prefix(&format!("{name}=")))
-                            .unwrap_or("?")
-                            .to_owned()
-                    };
-                    let pid = field("pid");
-                    let alive = pid
-                        .parse::<u32>()
-                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                    if alive || text.is_empty() && fresh(&path) {
-                        bail!(
-                            "{} is locked: {} by {} (pid {pid}) since {} holds it; wait for it to finish and run again",
-                            self.dir.display(),
-                            field("action"),
-                            field("user"),
-                            field("since")
-                        );
-                    }
-                    eprintln!(
-                        "taking over the lock left by process {pid} ({} by {} since {}), which is gone",
-                        field("action"),
-                        field("user"),
-                        field("since")
-                    );
-                    let _ = fs::remove_file(&path);
-                }
-                Err(error) => {
-                    return Err(error).with_context(|| format!("cannot create {}", path.display()));
-                }
-            }
-        }
-        bail!("cannot take the lock {}; run again", path.display())
+        file.set_len(0)
+            .and_then(|()| file.write_all(holder.as_bytes()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Lock { _file: file })
     }
 }
 
-/// A lock just created by another process may not hold its text yet.
-fn fresh(path: &Path) -> bool {
-    fs::metadata(path)
-        .and_then(|metadata| metadata.modified())
-        .ok()
-        .and_then(|modified| modified.elapsed().ok())
-        .is_some_and(|age| age.as_secs() < 5)
-}
-
-/// Held while a deploy or rollback runs; removed when dropped.
+/// Held while a deploy or rollback runs; the kernel releases it when the file is closed.
 pub struct Lock {
-    path: PathBuf,
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
+    _file: fs::File,
 }
 
 /// Who is acting, for the history and the lock.
 pub fn user() -> String {
-    std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned())
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+        .unwrap_or_else(uid_name)
+}
+
+/// The name of this process's user in /etc/passwd (as `id -un` says it), or `uid N`.
+fn uid_name() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = fs::metadata("/proc/self").map(|meta| meta.uid()).ok();
+    let Some(uid) = uid else {
+        return "unknown".to_owned();
+    };
+    fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)? == uid.to_string()).then(|| name.to_owned())
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }

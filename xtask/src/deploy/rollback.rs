@@ -73,8 +73,9 @@ impl flags::Rollback {
         );
         let service = payload.service_name();
         let database = database_from_env_file(&payload);
+        let url = payload.health_url();
         eprintln!(
-            "next:\n  1. restart: sudo systemctl restart {service}   (or stop it and run {}/run.sh)\n  2. check:   cargo xtask health --url http://localhost:8080 --expect-version {target}\n              cargo xtask smoke --url http://localhost:8080 --expect-version {target}\n  3. only if the schema or data must go back too (take the last backup made before {} was deployed):\n     cargo xtask restore {} <backup-dir>/<file>.dump <backup-dir>/<file>.dump.sha256",
+            "next:\n  1. restart: sudo systemctl restart {service}   (or stop it and run {}/run.sh)\n  2. check:   cargo xtask health --url {url} --expect-version {target}\n              cargo xtask smoke --url {url} --expect-version {target}\n  3. only if the schema or data must go back too (take the last backup made before {} was deployed):\n     cargo xtask restore {} <backup-dir>/<file>.dump <backup-dir>/<file>.dump.sha256",
             payload.dir.display(),
             live.as_deref().unwrap_or("the release rolled back"),
             database

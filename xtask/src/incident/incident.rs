@@ -60,11 +60,7 @@ impl flags::Incident {
             fs::read_to_string(payload.dir.join(crate::deploy::payload::HISTORY))
                 .context("no deploy history yet")
         });
-        let url = self.url.clone().unwrap_or_else(|| {
-            let port = env_file::value(&env_text, "SAULPOS_SERVER_PORT")
-                .unwrap_or_else(|| "8080".to_owned());
-            format!("http://127.0.0.1:{port}")
-        });
+        let url = self.url.clone().unwrap_or_else(|| payload.health_url());
         let mut health_status = String::from("unknown");
         let base = BaseUrl::parse(&url);
         for (name, path, file) in [

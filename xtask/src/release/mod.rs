@@ -7,5 +7,6 @@ pub mod dist;
 pub mod gzip;
 pub mod manifest;
 pub mod package;
+pub mod payload_files;
 pub mod release_version;
 pub mod verify;

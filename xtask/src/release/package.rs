@@ -13,9 +13,11 @@ use xshell::{Shell, cmd};
 use crate::release::archive::{self, Entry};
 use crate::release::checksum::{self, HashingWriter};
 use crate::release::manifest::{self, ArchiveFacts, FileFacts, Manifest};
+use crate::release::{dist, payload_files, release_version, verify};
 use crate::util::durable::{self, StagingDir};
 use crate::util::progress::step;
-use crate::{flags, project_root, release::dist, release::release_version, util::git, util::utc};
+use crate::util::{git, utc};
+use crate::{flags, project_root};
 
 impl flags::Package {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
@@ -63,8 +65,13 @@ impl flags::Package {
         let version_text = version.to_string();
         let mut entries = release_entries(&version_text, &binary, &source, &toolchain)?;
         let archive_name = dist::archive_name(&version_text, &toolchain.target);
-        let archive_facts =
-            write_archive(staging.path(), &archive_name, &mut entries, source.date)?;
+        let archive_facts = write_archive(
+            staging.path(),
+            &archive_name,
+            &mut entries,
+            source.date,
+            archive::LEVEL,
+        )?;
         step(
             started,
             &format!(
@@ -78,7 +85,9 @@ impl flags::Package {
             version: version_text.clone(),
             git_commit: source.commit.clone(),
             git_dirty: source.dirty,
-            build_time: utc::rfc3339(utc::now()),
+            // The source date, never the wall clock: the manifests travel inside the payloads,
+            // which must come out byte for byte the same from the same commit.
+            build_time: utc::rfc3339(source.date),
             source_date: utc::rfc3339(source.date),
             rustc: toolchain.rustc.clone(),
             target: toolchain.target.clone(),
@@ -99,8 +108,21 @@ impl flags::Package {
             &staging.path().join(manifest::JSON_NAME),
             manifest.to_json_text().as_bytes(),
         )?;
+        let payloads = write_payloads(staging.path(), &version_text, &manifest, source.date)?;
+        step(
+            started,
+            &format!(
+                "wrote the payloads {}",
+                payloads
+                    .iter()
+                    .map(|payload| payload.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        write_sums(staging.path())?;
         staging.commit(&release_dir)?;
-        step(started, &format!("wrote {}", release_dir.display()));
+        step(started, &format!("wrote {}", shown(&release_dir).display()));
 
         if self.json {
             let summary = json!({
@@ -118,6 +140,13 @@ impl flags::Package {
                 "git_dirty": manifest.git_dirty,
                 "target": manifest.target,
                 "files": manifest.files.len(),
+                "payloads": payloads.iter().zip(payload_files::ENVIRONMENTS).map(|(payload, env)| json!({
+                    "env": env,
+                    "path": release_dir.join(&payload.name),
+                    "size": payload.size,
+                    "sha256": payload.sha256,
+                })).collect::<Vec<_>>(),
+                "sums": release_dir.join(verify::SUMS),
             });
             println!("{summary}");
         }
@@ -166,6 +195,14 @@ impl flags::Package {
             }),
         }
     }
+}
+
+/// `path` relative to the current folder when it lies below it (`dist/2.0.0`), else as it is.
+fn shown(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|here| path.strip_prefix(here).ok().map(Path::to_owned))
+        .unwrap_or_else(|| path.to_owned())
 }
 
 /// What the release is built from.
@@ -320,24 +357,98 @@ fn release_readme(version: &str, source: &Source, toolchain: &Toolchain) -> Stri
     )
 }
 
-/// Writes the archive into `folder`, hashing it as it is written; returns its facts.
+/// Writes one payload per environment into `folder`, each with its `.sha256`: the server archive,
+/// its `.sha256` and the manifests, with the files of `payload_files`, under
+/// `saulpos-<env>-<version>/`.
+pub fn write_payloads(
+    folder: &Path,
+    version: &str,
+    manifest: &Manifest,
+    source_date: i64,
+) -> anyhow::Result<Vec<ArchiveFacts>> {
+    let archive_name = &manifest.archive.name;
+    let mut release_files = Vec::new();
+    for name in [
+        archive_name.clone(),
+        format!("{archive_name}.sha256"),
+        manifest::TEXT_NAME.to_owned(),
+        manifest::JSON_NAME.to_owned(),
+    ] {
+        let path = folder.join(&name);
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        release_files.push((name, bytes));
+    }
+    let mut written = Vec::new();
+    for env in payload_files::ENVIRONMENTS {
+        let top = payload_files::payload_name(env, version);
+        let mut entries = vec![Entry {
+            path: top.clone(),
+            mode: 0o755,
+            contents: None,
+        }];
+        for file in payload_files::generated(env, version, archive_name) {
+            entries.push(Entry {
+                path: format!("{top}/{}", file.name),
+                mode: file.mode,
+                contents: Some(file.contents),
+            });
+        }
+        for (name, bytes) in &release_files {
+            entries.push(Entry {
+                path: format!("{top}/{name}"),
+                mode: 0o644,
+                contents: Some(bytes.clone()),
+            });
+        }
+        let name = payload_files::payload_archive_name(env, version);
+        let facts = write_archive(
+            folder,
+            &name,
+            &mut entries,
+            source_date,
+            payload_files::LEVEL,
+        )?;
+        durable::write(
+            &folder.join(format!("{name}.sha256")),
+            checksum::line(&facts.sha256, &name).as_bytes(),
+        )?;
+        written.push(facts);
+    }
+    Ok(written)
+}
+
+/// Writes `SHA256SUMS`: one `sha256sum` line for every other file of the release folder.
+fn write_sums(folder: &Path) -> anyhow::Result<()> {
+    let mut names: Vec<String> = fs::read_dir(folder)
+        .with_context(|| format!("cannot list {}", folder.display()))?
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != verify::SUMS && !name.starts_with('.'))
+        .collect();
+    names.sort();
+    let mut text = String::new();
+    for name in names {
+        let (digest, _) = checksum::sha256_file(&folder.join(&name))?;
+        text.push_str(&checksum::line(&digest, &name));
+    }
+    durable::write(&folder.join(verify::SUMS), text.as_bytes())
+}
+
+/// Writes an archive into `folder` at gzip `level`, hashing it as it is written; returns its
+/// facts.
 pub fn write_archive(
     folder: &Path,
     name: &str,
     entries: &mut [Entry],
     source_date: i64,
+    level: u32,
 ) -> anyhow::Result<ArchiveFacts> {
     let path = folder.join(name);
     let file =
         fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    archive::write_tar_gz(
-        entries,
-        source_date.max(0) as u64,
-        archive::LEVEL,
-        &mut writer,
-    )
-    .with_context(|| format!("cannot write {}", path.display()))?;
+    archive::write_tar_gz(entries, source_date.max(0) as u64, level, &mut writer)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let (buffered, sha256, size) = writer.finish();
     let file = buffered
         .into_inner()

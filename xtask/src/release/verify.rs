@@ -1,5 +1,5 @@
 //! `cargo xtask verify <version>`: re-check a release folder byte for byte against its
-//! checksum file and manifest.
+//! checksum files and manifest, and every payload against the release it carries.
 
 use std::fs;
 use std::path::Path;
@@ -8,15 +8,46 @@ use anyhow::bail;
 use serde_json::json;
 use xshell::Shell;
 
+use crate::deploy::shipped::Shipped;
+use crate::flags;
 use crate::release::archive::{self, EntryKind};
 use crate::release::manifest::{self, Manifest};
-use crate::{flags, release::checksum, release::dist};
+use crate::release::{checksum, dist, payload_files};
 
 impl flags::Verify {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
         let dist_dir = self.dist.clone().unwrap_or_else(dist::root);
         let (version, dir) = dist::release_dir(&dist_dir, &self.version)?;
-        let checked = check_release(&dir, &version.to_string());
+        let mut checked = check_release(&dir, &version.to_string());
+        checked.problems.extend(check_sums(&dir));
+        let mut payloads = Vec::new();
+        for env in payload_files::ENVIRONMENTS {
+            let name = payload_files::payload_archive_name(env, &version.to_string());
+            if !dir.join(&name).is_file() {
+                checked
+                    .problems
+                    .push(format!("the payload {name} is missing"));
+                continue;
+            }
+            match Shipped::open(&dir, env, &version.to_string()) {
+                Err(error) => checked.problems.push(format!("{error:#}")),
+                Ok(shipped) => {
+                    for file in [
+                        shipped.manifest.archive.name.clone(),
+                        format!("{}.sha256", shipped.manifest.archive.name),
+                        manifest::TEXT_NAME.to_owned(),
+                        manifest::JSON_NAME.to_owned(),
+                    ] {
+                        if fs::read(dir.join(&file)).ok().as_deref() != Some(shipped.file(&file)) {
+                            checked
+                                .problems
+                                .push(format!("{name} holds another {file} than the release"));
+                        }
+                    }
+                    payloads.push(name);
+                }
+            }
+        }
         for problem in &checked.problems {
             eprintln!("problem: {problem}");
         }
@@ -27,6 +58,7 @@ impl flags::Verify {
                 "ok": checked.problems.is_empty(),
                 "problems": checked.problems,
                 "files_checked": checked.files_checked,
+                "payloads": payloads,
             });
             println!("{summary}");
         }
@@ -38,12 +70,93 @@ impl flags::Verify {
             );
         }
         eprintln!(
-            "ok: {} matches its checksum and manifest ({} entries checked)",
+            "ok: {} matches its checksums and manifest ({} entries checked; payloads {})",
             dir.display(),
-            checked.files_checked
+            checked.files_checked,
+            payloads.join(", ")
         );
         Ok(())
     }
+}
+
+/// `SHA256SUMS`: the name of the file that lists every other file of a release folder.
+pub const SUMS: &str = "SHA256SUMS";
+
+/// Checks a payload against its `.sha256` and, where the release has one, its `SHA256SUMS` line.
+pub fn check_payload_checksums(dir: &Path, name: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let digest = match checksum::sha256_file(&dir.join(name)) {
+        Ok((digest, _)) => digest,
+        Err(error) => return vec![format!("{error:#}")],
+    };
+    let checksum_path = dir.join(format!("{name}.sha256"));
+    match checksum::read(&checksum_path) {
+        Err(error) => problems.push(format!("{error:#}")),
+        Ok((listed, listed_name)) if listed_name != name || listed != digest => {
+            problems.push(format!(
+                "{name}'s sha256 is {digest}; {} says {listed} for {listed_name}",
+                checksum_path.display()
+            ))
+        }
+        Ok(_) => {}
+    }
+    if let Ok(sums) = fs::read_to_string(dir.join(SUMS)) {
+        match sums_lines(&sums)
+            .into_iter()
+            .find(|(_, listed_name)| listed_name == name)
+        {
+            None => problems.push(format!("{SUMS} does not list {name}")),
+            Some((listed, _)) if listed != digest => {
+                problems.push(format!("{name}'s sha256 is {digest}; {SUMS} says {listed}"))
+            }
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// The `(sha256, name)` pairs of a `SHA256SUMS` text.
+pub fn sums_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let (digest, name) = line.split_once("  ").or_else(|| line.split_once(" *"))?;
+            Some((digest.to_owned(), name.to_owned()))
+        })
+        .collect()
+}
+
+/// Checks `SHA256SUMS`: every other file of the folder listed, each with its sha256.
+pub fn check_sums(dir: &Path) -> Vec<String> {
+    let text = match fs::read_to_string(dir.join(SUMS)) {
+        Ok(text) => text,
+        Err(error) => return vec![format!("cannot read {SUMS}: {error}")],
+    };
+    let listed = sums_lines(&text);
+    let mut problems = Vec::new();
+    let mut present: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.path().is_file())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != SUMS && !name.starts_with('.'))
+        .collect();
+    present.sort();
+    for name in &present {
+        if !listed.iter().any(|(_, listed_name)| listed_name == name) {
+            problems.push(format!("{SUMS} does not list {name}"));
+        }
+    }
+    for (digest, name) in &listed {
+        match checksum::sha256_file(&dir.join(name)) {
+            Ok((actual, _)) if &actual == digest => {}
+            Ok((actual, _)) => {
+                problems.push(format!("{name}'s sha256 is {actual}; {SUMS} says {digest}"))
+            }
+            Err(_) => problems.push(format!("{SUMS} lists {name}, which is missing")),
+        }
+    }
+    problems
 }
 
 /// What checking a release folder found.

@@ -53,12 +53,48 @@ pub fn remove_stale_partials(dir: &Path, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes what interrupted runs left in `dir` (`.<name>.partial-<pid>`), whoever left it: only
+/// for folders whose lock this process holds, so no live run can own one.
+pub fn remove_partials(dir: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if !file_name.starts_with('.') || !file_name.contains(".partial-") {
+            continue;
+        }
+        let stale = entry.path();
+        eprintln!("removing {} left by an interrupted run", stale.display());
+        let removed = if stale.is_dir() && !stale.is_symlink() {
+            fs::remove_dir_all(&stale)
+        } else {
+            fs::remove_file(&stale)
+        };
+        removed.with_context(|| format!("cannot remove {}", stale.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically with the permission bits `mode`, whatever the umask.
+pub fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    write_as(path, bytes, Some(mode))
+}
+
 /// Writes `bytes` to `path` atomically.
 pub fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_as(path, bytes, None)
+}
+
+fn write_as(path: &Path, bytes: &[u8], mode: Option<u32>) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let temporary = temporary_name(path);
     let result = (|| {
         let mut file = File::create(&temporary)?;
         file.write_all(bytes)?;
+        if let Some(mode) = mode {
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         file.sync_all()?;
         fs::rename(&temporary, path)
     })();

@@ -1,0 +1,555 @@
+//! A payload installed on a host with no workspace: `install.sh` and `rollback.sh` run from a
+//! copy of the payload under `env -i PATH=/usr/bin:/bin` (no cargo), `run.sh` starting the
+//! server; refusals, the shared lock, kills at many points, and the same tree as `cargo xtask
+//! deploy` leaves.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::deploy::{
+    deploy, hold_lock, live, release_1_2_0, run, snapshot, start_run_sh, stop, wait_up,
+};
+use crate::hostile::{Evil, flip_a_byte, unpack_payload, write_evil_release};
+use crate::package::release_1_0_0;
+use crate::support::{TestDb, free_port, text};
+
+/// A host's shell: nothing but PATH (no cargo on it), and a fixed user for the history.
+fn host_command(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("USER", "e2e")
+        .stdin(Stdio::null());
+    command
+}
+
+/// `./install.sh <args>` from the payload folder.
+fn install_sh(payload: &Path, args: &[&str]) -> Output {
+    host_command(&payload.join("install.sh"))
+        .args(args)
+        .current_dir(payload)
+        .output()
+        .unwrap()
+}
+
+fn rollback_sh(installed: &Path, args: &[&str]) -> Output {
+    host_command(&installed.join("rollback.sh"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The payload of `env` for `version`, copied out of dist/ and unpacked in a folder of its own.
+fn payload_copy(release: &Path, env: &str, version: &str) -> (tempfile::TempDir, PathBuf) {
+    let host = tempfile::tempdir().unwrap();
+    let copy = host.path().join(format!("saulpos-{env}-{version}.tar.gz"));
+    fs::copy(
+        release.join(format!("saulpos-{env}-{version}.tar.gz")),
+        &copy,
+    )
+    .unwrap();
+    let folder = unpack_payload(host.path(), env, version, host.path());
+    (host, folder)
+}
+
+#[test]
+fn install_sh_installs_starts_upgrades_and_rolls_back_on_a_host_without_cargo() {
+    let (first, second) = (release_1_0_0(), release_1_2_0());
+    let (_one, payload_1) = payload_copy(first, "staging", "1.0.0");
+    let (_two, payload_2) = payload_copy(second, "staging", "1.2.0");
+    let db = TestDb::new("install_cycle");
+    let dest = tempfile::tempdir().unwrap();
+    let dest_arg = dest.path().to_str().unwrap();
+    let installed = dest.path().join("saulpos-staging");
+
+    let output = install_sh(&payload_1, &[dest_arg, "--reason", "first install"]);
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(
+        message.contains("live release of staging: 1.0.0 (was none)"),
+        "{message}"
+    );
+    assert_eq!(live(&installed), "releases/1.0.0");
+    for (name, mode) in [
+        ("run.sh", 0o755),
+        ("rollback.sh", 0o755),
+        ("saulpos.env.example", 0o644),
+    ] {
+        let meta = fs::metadata(installed.join(name)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{name}");
+    }
+    let unit = fs::read_to_string(installed.join("saulpos-staging.service")).unwrap();
+    let resolved = fs::canonicalize(&installed).unwrap();
+    assert!(
+        unit.contains(&format!("ExecStart={}/run.sh", resolved.display())),
+        "{unit}"
+    );
+
+    // A database that does not exist: run.sh by hand says so where it was started, with the
+    // command that creates it, and `run.sh start` shows the end of the log.
+    let port = free_port();
+    fs::write(
+        installed.join("saulpos.env"),
+        format!(
+            "SAULPOS_DB_URL=postgres://127.0.0.1:5432/{}_missing\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
+            db.name
+        ),
+    )
+    .unwrap();
+    let by_hand = host_command(&installed.join("run.sh")).output().unwrap();
+    let message = text(&by_hand);
+    assert_eq!(by_hand.status.code(), Some(1), "{message}");
+    let hint = format!(
+        "createdb -h 127.0.0.1 -p 5432 -U postgres {}_missing",
+        db.name
+    );
+    assert!(
+        message.contains("does not exist") && message.contains(&hint),
+        "{message}"
+    );
+    let started = host_command(&installed.join("run.sh"))
+        .arg("start")
+        .output()
+        .unwrap();
+    let message = text(&started);
+    assert_eq!(started.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("saulpos-server exited at once") && message.contains(&hint),
+        "{message}"
+    );
+    let status = host_command(&installed.join("run.sh"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(3), "{}", text(&status));
+
+    // The operator's saulpos.env, which no install touches.
+    let env_text = format!(
+        "SAULPOS_DB_URL=postgres://127.0.0.1:5432/{}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
+        db.name
+    );
+    fs::write(installed.join("saulpos.env"), &env_text).unwrap();
+    fs::set_permissions(
+        installed.join("saulpos.env"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = start_run_sh(&installed, &[]);
+    wait_up(&url, "1.0.0");
+
+    // Version 2, then back with rollback.sh.
+    let output = install_sh(&payload_2, &[dest_arg]);
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(
+        message.contains(&format!("curl -sSf {url}/actuator/health")),
+        "the next steps name the port of saulpos.env: {message}"
+    );
+    stop(&mut server);
+    let mut server = start_run_sh(&installed, &[]);
+    wait_up(&url, "1.2.0");
+
+    let output = rollback_sh(&installed, &["--reason", "INC-7 checkout errors"]);
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(
+        message.contains("rolled staging back from 1.2.0 to 1.0.0 (files re-verified)"),
+        "{message}"
+    );
+    assert_eq!(live(&installed), "releases/1.0.0");
+    stop(&mut server);
+    let mut server = start_run_sh(&installed, &[]);
+    wait_up(&url, "1.0.0");
+    stop(&mut server);
+
+    assert_eq!(
+        fs::read_to_string(installed.join("saulpos.env")).unwrap(),
+        env_text
+    );
+    let history = fs::read_to_string(installed.join("history.log")).unwrap();
+    let events: Vec<serde_json::Value> = history
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3, "{history}");
+    assert_eq!(events[0]["reason"], "first install");
+    assert_eq!(events[1]["from"], "1.0.0");
+    assert_eq!(events[1]["to"], "1.2.0");
+    assert_eq!(events[2]["action"], "rollback");
+    assert_eq!(events[2]["to"], "1.0.0");
+    assert_eq!(events[2]["reason"], "INC-7 checkout errors");
+    assert_eq!(events[2]["user"], "e2e");
+
+    // cargo xtask reads the tree install.sh left: status, and nothing to roll back to twice.
+    let status = run(&["status", "staging", dest_arg, "--json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["live"], "1.0.0");
+    assert_eq!(status["previous"], "1.2.0");
+    let output = rollback_sh(&installed, &["--to", "1.0.0"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("1.0.0 is already the live release of staging; nothing to do"),
+        "{}",
+        text(&output)
+    );
+    let output = rollback_sh(&installed, &["--to", "3.0.0"]);
+    assert!(
+        text(&output).contains("release 3.0.0 is not kept")
+            && text(&output).contains("1.0.0, 1.2.0"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn install_sh_refuses_a_damaged_or_hostile_payload_and_another_environments_folder() {
+    let (first, second) = (release_1_0_0(), release_1_2_0());
+    let (_one, payload_1) = payload_copy(first, "prod", "1.0.0");
+    let dest = tempfile::tempdir().unwrap();
+    let dest_arg = dest.path().to_str().unwrap();
+    let installed = dest.path().join("saulpos-prod");
+    let output = install_sh(&payload_1, &[dest_arg]);
+    assert!(output.status.success(), "{}", text(&output));
+    let before = snapshot(dest.path());
+
+    // A flipped byte in the server archive inside the payload.
+    let (_two, payload_2) = payload_copy(second, "prod", "1.2.0");
+    let inner = payload_2.join(format!(
+        "saulpos-server-1.2.0-{}.tar.gz",
+        env!("E2E_HOST_TARGET")
+    ));
+    flip_a_byte(&inner);
+    let output = install_sh(&payload_2, &[dest_arg]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("does not match its checksum")
+            && message.contains("nothing was installed"),
+        "{message}"
+    );
+    assert_eq!(snapshot(dest.path()), before);
+
+    // Hostile archives with their checksum and manifests regenerated.
+    let top = "saulpos-server-1.2.0".to_owned();
+    for (case, entries, expected) in [
+        (
+            "climbs out",
+            vec![
+                Evil::Dir(top.clone()),
+                Evil::File(format!("{top}/../../escape.txt"), b"written outside\n"),
+            ],
+            "is unsafe (outside saulpos-server-1.2.0/, absolute, or climbing with ..)",
+        ),
+        (
+            "links out",
+            vec![
+                Evil::Dir(top.clone()),
+                Evil::Link(format!("{top}/bin"), "/tmp"),
+                Evil::File(format!("{top}/bin/escape.txt"), b"through the link\n"),
+            ],
+            "is unsafe: it is a link",
+        ),
+    ] {
+        let (_host, payload) = payload_copy(second, "prod", "1.2.0");
+        write_evil_release(&payload, "1.2.0", &entries);
+        let output = install_sh(&payload, &[dest_arg]);
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{case}: {message}");
+        assert!(message.contains(expected), "{case}: {message}");
+        assert!(
+            message.contains("nothing was installed"),
+            "{case}: {message}"
+        );
+        assert!(!dest.path().join("escape.txt").exists());
+        assert!(!Path::new("/tmp/escape.txt").exists());
+        assert_eq!(snapshot(dest.path()), before, "{case}");
+    }
+
+    // A payload of another environment pointed at this environment's folder.
+    let (_three, staging) = payload_copy(second, "staging", "1.2.0");
+    let output = install_sh(&staging, &[installed.to_str().unwrap()]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("is the folder of the prod environment; give the folder above it"),
+        "{message}"
+    );
+    assert_eq!(snapshot(dest.path()), before);
+
+    // Usage errors say what to do.
+    let output = install_sh(&payload_1, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("give the folder to install into"),
+        "{}",
+        text(&output)
+    );
+    let output = install_sh(&payload_1, &[dest_arg, "--keep", "1"]);
+    assert!(text(&output).contains("use 2 or more"), "{}", text(&output));
+    let missing = dest.path().join("missing");
+    let output = install_sh(&payload_1, &[missing.to_str().unwrap()]);
+    assert!(
+        text(&output).contains("does not exist; create it"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(live(&installed), "releases/1.0.0");
+}
+
+#[test]
+fn install_sh_and_deploy_exclude_each_other_through_one_lock() {
+    let release = release_1_0_0();
+    let (_host, payload) = payload_copy(release, "dev", "1.0.0");
+    let dest = tempfile::tempdir().unwrap();
+    let dest_arg = dest.path().to_str().unwrap();
+    let installed = dest.path().join("saulpos-dev");
+    fs::create_dir_all(&installed).unwrap();
+    let mut holder = hold_lock(&installed.join("deploy.lock"), "bob", "deploy 1.1.0");
+    let output = install_sh(&payload, &[dest_arg]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("is locked: deploy 1.1.0 by bob (pid "),
+        "{message}"
+    );
+    assert!(!installed.join("current").exists());
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    // Without USER in the environment, the history names the uid's user, as `id -un` does.
+    let output = Command::new(payload.join("install.sh"))
+        .arg(dest_arg)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let me = Command::new("id").arg("-un").output().unwrap();
+    let history = fs::read_to_string(installed.join("history.log")).unwrap();
+    assert!(
+        history.contains(&format!(
+            "\"user\":\"{}\"",
+            String::from_utf8_lossy(&me.stdout).trim()
+        )),
+        "{history}"
+    );
+
+    // install.sh holding the lock (paused inside it, as a slow install would be) keeps a
+    // cargo xtask deploy and a rollback.sh out.
+    let mut slow = hold_lock(&installed.join("deploy.lock"), "carol", "install 1.0.0");
+    let output = deploy("dev", "1.0.0", dest.path(), &[]);
+    assert!(
+        text(&output).contains("is locked: install 1.0.0 by carol"),
+        "{}",
+        text(&output)
+    );
+    let output = rollback_sh(&installed, &["--to", "1.0.0"]);
+    assert!(
+        text(&output).contains("is locked: install 1.0.0 by carol"),
+        "{}",
+        text(&output)
+    );
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+}
+
+/// Every path under `root` with what it is: a file's mode and bytes (the destination's own path
+/// in them replaced), a folder's mode, a link's target. The history without its times and the
+/// lock's holder (a pid and a time) are left to the callers.
+fn tree(root: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    let root_text = fs::canonicalize(root)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    while let Some(path) = pending.pop() {
+        let relative = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        let what = if meta.file_type().is_symlink() {
+            format!("link -> {}", fs::read_link(&path).unwrap().display())
+        } else if meta.is_dir() {
+            for entry in fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+            format!("dir {mode:04o}")
+        } else if relative.ends_with("deploy.lock") {
+            format!("lock {mode:04o}")
+        } else if relative.ends_with("history.log") {
+            let text = fs::read_to_string(&path).unwrap();
+            let lines: Vec<String> = text
+                .lines()
+                .map(|line| {
+                    let mut event: serde_json::Value = serde_json::from_str(line).unwrap();
+                    event["time"] = "T".into();
+                    serde_json::to_string(&event).unwrap()
+                })
+                .collect();
+            format!("history {mode:04o} {}", lines.join("\n"))
+        } else {
+            let bytes = fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&bytes).replace(&root_text, "<dest>");
+            format!(
+                "file {mode:04o} {} {}",
+                bytes.len(),
+                crate::hostile::hex(text.as_bytes())
+            )
+        };
+        found.push((relative, what));
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn install_sh_and_deploy_leave_the_same_tree() {
+    let (first, second) = (release_1_0_0(), release_1_2_0());
+    let (_one, payload_1) = payload_copy(first, "prod", "1.0.0");
+    let (_two, payload_2) = payload_copy(second, "prod", "1.2.0");
+    let by_shell = tempfile::tempdir().unwrap();
+    let by_cargo = tempfile::tempdir().unwrap();
+    let shell_arg = by_shell.path().to_str().unwrap();
+    let cargo_arg = by_cargo.path().to_str().unwrap();
+    let as_e2e = |args: &[&str]| {
+        crate::support::xtask_command(&crate::support::clone().dir, args)
+            .env("USER", "e2e")
+            .output()
+            .unwrap()
+    };
+    for (payload, version) in [(&payload_1, "1.0.0"), (&payload_2, "1.2.0")] {
+        let output = install_sh(payload, &[shell_arg, "--reason", "CHG-1 \"quoted\"\ttab"]);
+        assert!(output.status.success(), "{}", text(&output));
+        let output = as_e2e(&[
+            "deploy",
+            "prod",
+            version,
+            cargo_arg,
+            "--reason",
+            "CHG-1 \"quoted\"\ttab",
+        ]);
+        assert!(output.status.success(), "{}", text(&output));
+        assert_eq!(
+            tree(by_shell.path()),
+            tree(by_cargo.path()),
+            "after {version}"
+        );
+    }
+    let output = rollback_sh(
+        &by_shell.path().join("saulpos-prod"),
+        &["--reason", "INC-9"],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let output = as_e2e(&["rollback", "prod", cargo_arg, "--reason", "INC-9"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        tree(by_shell.path()),
+        tree(by_cargo.path()),
+        "after the rollbacks"
+    );
+
+    // The unit installed both ways runs the server as an unprivileged user, hardened.
+    let unit = by_shell.path().join("saulpos-prod/saulpos-prod.service");
+    let verified = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze is needed to check the unit: apt-get install systemd");
+    assert!(
+        verified.status.success() && verified.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        text(&verified)
+    );
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let report = text(&security);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|line| {
+            line.split("Overall exposure level for saulpos-prod.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {report}"));
+    assert!(exposure <= 2.0, "exposure {exposure} > 2.0: {report}");
+    let unit_text = fs::read_to_string(&unit).unwrap();
+    for line in [
+        "DynamicUser=yes",
+        "CapabilityBoundingSet=\n",
+        "EnvironmentFile=-",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(unit_text.contains(line), "{line:?} in {unit_text}");
+    }
+}
+
+#[test]
+fn installs_killed_at_any_moment_leave_a_complete_live_release_and_the_next_one_succeeds() {
+    let (first, second) = (release_1_0_0(), release_1_2_0());
+    let (_one, payload_1) = payload_copy(first, "staging", "1.0.0");
+    let (_two, payload_2) = payload_copy(second, "staging", "1.2.0");
+    let dest = tempfile::tempdir().unwrap();
+    let dest_arg = dest.path().to_str().unwrap();
+    let installed = dest.path().join("saulpos-staging");
+    let output = install_sh(&payload_1, &[dest_arg]);
+    assert!(output.status.success(), "{}", text(&output));
+    for delay_ms in [0u64, 10, 30, 60, 100, 150, 200, 300, 450] {
+        if live(&installed) == "releases/1.0.0" {
+            let _ = fs::remove_dir_all(installed.join("releases/1.2.0"));
+        }
+        let mut child = host_command(&payload_2.join("install.sh"))
+            .arg(dest_arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // The whole group: install.sh and the tar, sha256sum or mv it is running.
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+            .status();
+        child.wait().unwrap();
+        let current = live(&installed);
+        let version = current.strip_prefix("releases/").unwrap();
+        let binary = installed.join(&current).join("bin/saulpos-server");
+        let printed = Command::new(&binary).arg("--version").output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&printed.stdout).contains(version),
+            "after a kill at {delay_ms} ms the live release {current} is not complete"
+        );
+        // The next run is never blocked by what the killed one left.
+        let output = install_sh(&payload_1, &[dest_arg]);
+        assert!(
+            output.status.success(),
+            "after a kill at {delay_ms} ms: {}",
+            text(&output)
+        );
+        assert_eq!(live(&installed), "releases/1.0.0");
+    }
+    let output = install_sh(&payload_2, &[dest_arg]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(live(&installed), "releases/1.2.0");
+    let hidden: Vec<_> = fs::read_dir(installed.join("releases"))
+        .unwrap()
+        .chain(fs::read_dir(&installed).unwrap())
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "partials left: {hidden:?}");
+}

@@ -1,0 +1,207 @@
+//! The runbooks as a new release manager follows them, word for word: the `sh` blocks of
+//! release.md, deploy.md and rollback.md run in order (the folders, versions and port put in),
+//! and every `Success:` line they quote is checked against what its block printed, so a runbook
+//! can no longer promise what the program does not print. `sh manual` blocks (root, systemd, an
+//! editor, another host) are skipped.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::deploy::{deploy, release_1_2_0};
+use crate::support::{TestDb, clone, free_port, lock, text, workspace_root};
+
+/// One runnable block of a runbook and the success fragments quoted after it.
+struct Block {
+    line: usize,
+    script: String,
+    success: Vec<String>,
+}
+
+/// The `sh` blocks of a runbook, each with the backquoted fragments of the `Success:` line that
+/// follows it (if one does, before the next block).
+fn blocks(markdown: &str) -> Vec<Block> {
+    let lines: Vec<&str> = markdown.lines().collect();
+    let mut found = Vec::new();
+    let mut index = 0;
+    while index < lines.len() {
+        if lines[index] != "```sh" {
+            index += 1;
+            continue;
+        }
+        let line = index + 1;
+        let mut script = String::new();
+        index += 1;
+        while index < lines.len() && lines[index] != "```" {
+            script.push_str(lines[index]);
+            script.push('\n');
+            index += 1;
+        }
+        let mut success = Vec::new();
+        let mut ahead = index + 1;
+        while ahead < lines.len() && !lines[ahead].starts_with("```") {
+            if let Some(rest) = lines[ahead].strip_prefix("Success:") {
+                success = rest
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect();
+                break;
+            }
+            ahead += 1;
+        }
+        found.push(Block {
+            line,
+            script,
+            success,
+        });
+        index += 1;
+    }
+    found
+}
+
+/// Runs a runbook's blocks in the clone with the substitutions made; checks each block's exit
+/// code and success fragments.
+fn follow(name: &str, substitutions: &[(&str, String)], workspace: &Path) {
+    let path = workspace_root().join("docs/runbooks").join(name);
+    let markdown = fs::read_to_string(&path).unwrap();
+    let put_in = |text: &str| {
+        substitutions
+            .iter()
+            .fold(text.to_owned(), |text, (from, to)| text.replace(from, to))
+    };
+    let folded = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let cargo = PathBuf::from(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    let path_variable = format!(
+        "{}:{}",
+        cargo.parent().unwrap_or(Path::new("/usr/bin")).display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let runnable = blocks(&markdown);
+    assert!(!runnable.is_empty(), "{name} has no sh block");
+    for block in runnable {
+        let script = put_in(&block.script);
+        let mut command = Command::new("bash");
+        command
+            .args(["-euo", "pipefail", "-c", &script])
+            .current_dir(workspace)
+            .env("PATH", &path_variable);
+        for variable in [
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET_DIR",
+            "RUSTFLAGS",
+            "SOURCE_DATE_EPOCH",
+            "CARGO_MANIFEST_DIR",
+        ] {
+            command.env_remove(variable);
+        }
+        let output = command.output().unwrap();
+        let printed = text(&output);
+        assert!(
+            output.status.success(),
+            "{name}:{}: the block failed:\n{script}\n{printed}",
+            block.line
+        );
+        for fragment in &block.success {
+            let fragment = put_in(fragment);
+            assert!(
+                folded(&printed).contains(&folded(&fragment)),
+                "{name}:{}: the runbook promises {fragment:?}, the block printed:\n{printed}",
+                block.line
+            );
+        }
+    }
+}
+
+/// Stops the servers the runbooks started, whatever happens.
+struct StopServers(Vec<PathBuf>);
+
+impl Drop for StopServers {
+    fn drop(&mut self) {
+        for run_sh in &self.0 {
+            let _ = Command::new(run_sh).arg("stop").output();
+        }
+    }
+}
+
+fn write_env(installed: &Path, db: &TestDb, port: u16) {
+    fs::write(
+        installed.join("saulpos.env"),
+        format!(
+            "SAULPOS_DB_URL={}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        installed.join("saulpos.env"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_release_deploy_and_rollback_runbooks_run_as_written() {
+    release_1_2_0();
+    let clone = clone();
+    let db = TestDb::new("runbooks");
+    let dest = tempfile::tempdir().unwrap();
+    let incoming = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let substitutions = [
+        ("http://localhost:8080", format!("http://127.0.0.1:{port}")),
+        ("8080", port.to_string()),
+        ("/opt/saulpos", dest.path().to_string_lossy().into_owned()),
+        (
+            "/tmp/incoming",
+            incoming.path().to_string_lossy().into_owned(),
+        ),
+        ("2.0.0", "3.0.0".to_owned()),
+        ("1.9.0", "1.2.0".to_owned()),
+    ];
+    let staging = dest.path().join("saulpos-staging");
+    let prod = dest.path().join("saulpos-prod");
+    let _servers = StopServers(vec![staging.join("run.sh"), prod.join("run.sh")]);
+
+    {
+        // The release runbook packages in the shared clone, which must stay clean meanwhile.
+        let _guard = lock(clone);
+        follow("release.md", &substitutions, &clone.dir);
+    }
+
+    // The host had 1.9.0 (here 1.2.0) and its saulpos.env; the payload was copied to it.
+    let output = deploy("staging", "1.2.0", dest.path(), &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    write_env(&staging, &db, port);
+    for name in [
+        "saulpos-staging-3.0.0.tar.gz",
+        "saulpos-staging-3.0.0.tar.gz.sha256",
+    ] {
+        fs::copy(
+            clone.dir.join("dist/3.0.0").join(name),
+            incoming.path().join(name),
+        )
+        .unwrap();
+    }
+    follow("deploy.md", &substitutions, &clone.dir);
+    let stopped = Command::new(staging.join("run.sh"))
+        .arg("stop")
+        .output()
+        .unwrap();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+
+    // prod had 1.9.0, then 2.0.0, which misbehaves.
+    for version in ["1.2.0", "3.0.0"] {
+        let output = deploy("prod", version, dest.path(), &[]);
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    write_env(&prod, &db, port);
+    follow("rollback.md", &substitutions, &clone.dir);
+    let history = fs::read_to_string(prod.join("history.log")).unwrap();
+    assert!(
+        history.contains("\"reason\":\"INC-42: checkout errors after 3.0.0\""),
+        "{history}"
+    );
+}

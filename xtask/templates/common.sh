@@ -1,0 +1,236 @@
+# shellcheck shell=bash
+# What install.sh and rollback.sh share, spliced into both by `cargo xtask package` so that each
+# ships as one self-contained file. It keeps the guarantees of `cargo xtask deploy`: the same
+# lock (flock on deploy.lock), the same history line, the same checks of a release's files.
+
+# The name this script was started as, for messages.
+me="${0##*/}"
+
+say() {
+  printf '%s: %s\n' "$me" "$*" >&2
+}
+
+# Prints the error with what to do, and exits non-zero.
+err() {
+  printf '%s: error: %s\n' "$me" "$*" >&2
+  exit 1
+}
+
+need_cmd() {
+  local name
+  for name in "$@"; do
+    command -v "$name" >/dev/null 2>&1 ||
+      err "this host has no '$name' on PATH; install it (coreutils, GNU tar and util-linux are needed) and run again"
+  done
+}
+
+# Who is acting, for the history and the lock: the sudo user, the login, or the uid's name.
+current_user() {
+  local name="${SUDO_USER:-${USER:-${LOGNAME:-}}}"
+  if [[ -z "$name" ]]; then
+    name="$(id -un 2>/dev/null || printf 'uid %s' "$(id -u)")"
+  fi
+  printf '%s' "$name"
+}
+
+utc_now() {
+  date -u +%Y-%m-%dT%H:%M:%SZ
+}
+
+# A JSON string literal for $1, escaped as serde_json escapes it.
+json_string() {
+  local text="$1" out='' char code index
+  text="${text//\\/\\\\}"
+  text="${text//\"/\\\"}"
+  text="${text//$'\n'/\\n}"
+  text="${text//$'\r'/\\r}"
+  text="${text//$'\t'/\\t}"
+  text="${text//$'\b'/\\b}"
+  text="${text//$'\f'/\\f}"
+  if [[ "$text" == *[[:cntrl:]]* ]]; then
+    for ((index = 0; index < ${#text}; index++)); do
+      char="${text:index:1}"
+      if [[ "$char" == [[:cntrl:]] ]]; then
+        printf -v code '%d' "'$char"
+        printf -v char '\\u%04x' "$code"
+      fi
+      out+="$char"
+    done
+    text="$out"
+  fi
+  printf '"%s"' "$text"
+}
+
+# json_string, or null for an empty value.
+json_or_null() {
+  if [[ -n "$1" ]]; then json_string "$1"; else printf 'null'; fi
+}
+
+# Takes the payload folder's lock for the rest of this process (flock on deploy.lock, the same
+# lock `cargo xtask deploy` takes), or refuses naming the holder. The kernel drops the lock when
+# the process ends, however it ends: a killed run never blocks the next one.
+take_lock() {
+  local dir="$1" action="$2" lock="$1/deploy.lock" line pid='' user='' what='' since=''
+  exec 9>>"$lock" || err "cannot open $lock; check that you may write to $dir"
+  if ! flock -n 9; then
+    while IFS= read -r line; do
+      case "$line" in
+        pid=*) pid="${line#pid=}" ;;
+        user=*) user="${line#user=}" ;;
+        action=*) what="${line#action=}" ;;
+        since=*) since="${line#since=}" ;;
+      esac
+    done <"$lock" || true
+    err "$dir is locked: ${what:-?} by ${user:-?} (pid ${pid:-?}) since ${since:-?} holds it; wait for it to finish and run again"
+  fi
+  printf 'pid=%s\nuser=%s\naction=%s\nsince=%s\n' "$$" "$(current_user)" "$action" "$(utc_now)" >"$lock"
+}
+
+# Removes what interrupted runs left (.<name>.partial-<pid>); only called under the lock, so
+# every such file belongs to a run that is gone.
+remove_partials() {
+  local dir path
+  for dir in "$@"; do
+    for path in "$dir"/.*.partial-*; do
+      [[ -e "$path" || -L "$path" ]] || continue
+      say "removing $path left by an interrupted run"
+      rm -rf -- "$path"
+    done
+  done
+}
+
+# Appends one line to history.log, as `cargo xtask deploy` writes it, and syncs it.
+record() {
+  local dir="$1" action="$2" from="$3" to="$4" reason="$5"
+  printf '{"action":%s,"from":%s,"reason":%s,"time":%s,"to":%s,"user":%s}\n' \
+    "$(json_string "$action")" "$(json_or_null "$from")" "$(json_or_null "$reason")" \
+    "$(json_string "$(utc_now)")" "$(json_string "$to")" "$(json_string "$(current_user)")" \
+    >>"$dir/history.log"
+  sync -- "$dir/history.log"
+}
+
+# The live version: where `current` points.
+live_version() {
+  local target
+  target="$(readlink -- "$1/current" 2>/dev/null || true)"
+  printf '%s' "${target##*/}"
+}
+
+# The release live before the live one: the `from` of the last switch to it, if still kept.
+previous_version() {
+  local dir="$1" live line from to
+  live="$(live_version "$dir")"
+  [[ -n "$live" && -f "$dir/history.log" ]] || return 0
+  while IFS= read -r line; do
+    [[ "$line" =~ \"from\":\"([^\"]*)\" ]] || continue
+    from="${BASH_REMATCH[1]}"
+    [[ "$line" =~ \"to\":\"([^\"]*)\" ]] || continue
+    to="${BASH_REMATCH[1]}"
+    if [[ "$to" == "$live" && "$from" != "$live" && -d "$dir/releases/$from" ]]; then
+      printf '%s' "$from"
+      return 0
+    fi
+  done < <(tac -- "$dir/history.log")
+}
+
+# Points `current` at releases/<version> in one rename.
+switch_to() {
+  local dir="$1" version="$2" link="$1/.current.partial-$$"
+  rm -f -- "$link"
+  ln -s -- "releases/$version" "$link"
+  mv -T -- "$link" "$dir/current"
+  sync -- "$dir"
+}
+
+# Whether a manifest path is one a release may hold: under the top folder, plain names only.
+safe_manifest_path() {
+  local path="$1" top="$2" rest
+  [[ "$path" == "$top" ]] && return 0
+  [[ "$path" == "$top/"* ]] || return 1
+  rest="${path#"$top/"}"
+  [[ "$rest" =~ ^[A-Za-z0-9_][A-Za-z0-9._+-]*(/[A-Za-z0-9_][A-Za-z0-9._+-]*)*$ ]]
+}
+
+# Checks a release folder against the manifest.txt it holds (or the one given): every folder
+# there, every file with its mode and SHA-256. Prints each problem; fails on any.
+check_release() {
+  local dir="$1" top="$2" manifest="${3:-$1/manifest.txt}" line path kind rest relative
+  local mode actual sums='' problems=0
+  if [[ ! -f "$manifest" ]]; then
+    say "problem: $manifest is missing"
+    return 1
+  fi
+  while IFS= read -r line; do
+    [[ "$line" == "file: "* ]] || continue
+    read -r path kind rest <<<"${line#file: }"
+    if ! safe_manifest_path "$path" "$top"; then
+      say "problem: the manifest lists $path, outside $top/ or with an unsafe name"
+      problems=1
+      continue
+    fi
+    relative="${path#"$top"}"
+    relative="${relative#/}"
+    case "$kind" in
+      dir)
+        [[ -d "$dir/${relative:-.}" && ! -L "$dir/${relative:-.}" ]] || {
+          say "problem: $dir/$relative is not a folder"
+          problems=1
+        }
+        ;;
+      file)
+        if [[ ! "$rest" =~ ^size=[0-9]+\ mode=([0-7]{4})\ sha256=([0-9a-f]{64})$ ]]; then
+          say "problem: the manifest's line for $path is malformed"
+          problems=1
+          continue
+        fi
+        mode="${BASH_REMATCH[1]}"
+        sums+="${BASH_REMATCH[2]}  $relative"$'\n'
+        if [[ ! -f "$dir/$relative" || -L "$dir/$relative" ]]; then
+          say "problem: $dir/$relative is missing"
+          problems=1
+          continue
+        fi
+        actual="$(stat -c %a -- "$dir/$relative")"
+        if ((8#$actual != (8#$mode & 8#755))); then
+          say "problem: $dir/$relative has mode $actual, the manifest says $mode"
+          problems=1
+        fi
+        ;;
+      *)
+        say "problem: the manifest lists $path as a $kind, which a release never holds"
+        problems=1
+        ;;
+    esac
+  done <"$manifest"
+  if ((problems == 0)) && [[ -n "$sums" ]]; then
+    if ! (cd -- "$dir" && printf '%s' "$sums" | sha256sum -c --quiet --strict - >/dev/null 2>&1); then
+      while IFS= read -r line; do
+        say "problem: $dir/$line"
+      done < <(cd -- "$dir" || exit 0; printf '%s' "$sums" | sha256sum -c --quiet --strict - 2>&1)
+      problems=1
+    fi
+  fi
+  ((problems == 0))
+}
+
+# `http://127.0.0.1:<port>` from the payload's saulpos.env (SAULPOS_SERVER_PORT), else 8080.
+health_url() {
+  local line port=8080
+  if [[ -r "$1/saulpos.env" ]]; then
+    while IFS= read -r line; do
+      [[ "$line" =~ ^[[:space:]]*(export[[:space:]]+)?SAULPOS_SERVER_PORT=[\"\']?([0-9]+)[\"\']?[[:space:]]*$ ]] &&
+        port="${BASH_REMATCH[2]}"
+    done <"$1/saulpos.env"
+  fi
+  printf 'http://127.0.0.1:%s' "$port"
+}
+
+# The kept versions under releases/, oldest first, one a line.
+kept_versions() {
+  local path
+  for path in "$1"/releases/[0-9]*/; do
+    [[ -d "$path" ]] || continue
+    path="${path%/}"
+    printf '%s\n' "${path##*/}"
+  done | sort -V
+}

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# install.sh: installs saulpos-server @VERSION@ for the @ENV@ environment from this payload into
+# <dest>/saulpos-@ENV@/, as `cargo xtask deploy @ENV@ @VERSION@ <dest>` would. Written by
+# `cargo xtask package`; needs bash, coreutils, GNU tar and util-linux only.
+set -euo pipefail
+
+ENV="@ENV@"
+VERSION="@VERSION@"
+ARCHIVE="@ARCHIVE@"
+TOP="saulpos-server-@VERSION@"
+
+# @COMMON@
+
+usage() {
+  cat <<EOF
+Usage: ./install.sh [options] <dest>
+
+Install saulpos-server $VERSION for $ENV from this payload into <dest>/saulpos-$ENV/:
+the archive is checked against its checksum and manifest before anything under <dest> changes,
+extracted under a temporary name and renamed, run.sh, rollback.sh, the example environment file
+and the systemd unit are written, and the live link 'current' is switched in one rename.
+The operator's saulpos.env is never touched.
+
+Arguments:
+  <dest>            the folder that holds the environments' folders, e.g. /opt/saulpos;
+                    it must exist
+
+Options:
+  --reason TEXT     why, for the history (e.g. a change ticket)
+  --keep N          how many releases to keep (default 5; never fewer than 2)
+  -h, --help        print this help
+
+After it: configure <dest>/saulpos-$ENV/saulpos.env (see saulpos.env.example), then start
+the server with systemd (the unit is written beside run.sh) or with run.sh.
+EOF
+}
+
+# Refuses an archive whose checksum, manifest or entries are not what this payload says, before
+# anything under <dest> changes.
+verify_payload() {
+  local sum name line path perms owner size day time rest listed='' expected='' manifest
+  for name in "$ARCHIVE" "$ARCHIVE.sha256" manifest.txt manifest.json; do
+    [[ -f "$here/$name" ]] || err "refused: this payload has no $name; download the payload again; nothing was installed"
+  done
+  read -r sum name <"$here/$ARCHIVE.sha256" || true
+  [[ "${name#\*}" == "$ARCHIVE" ]] ||
+    err "refused: $ARCHIVE.sha256 names ${name:-nothing}, not $ARCHIVE; download the payload again; nothing was installed"
+  (cd -- "$here" && sha256sum -c --status --strict -- "$ARCHIVE.sha256") ||
+    err "refused: $ARCHIVE does not match its checksum $ARCHIVE.sha256 (damaged or replaced); download the payload again; nothing was installed"
+  manifest=$'\n'"$(<"$here/manifest.txt")"$'\n'
+  [[ "$manifest" == *$'\n'"version: $VERSION"$'\n'* &&
+    "$manifest" == *$'\n'"archive: $ARCHIVE"$'\n'* &&
+    "$manifest" == *$'\n'"archive_sha256: $sum"$'\n'* ]] ||
+    err "refused: manifest.txt does not describe $ARCHIVE of version $VERSION with that checksum; download the payload again; nothing was installed"
+  while IFS= read -r line; do
+    [[ "$line" == "file: "* ]] || continue
+    read -r path _ rest <<<"${line#file: }"
+    safe_manifest_path "$path" "$TOP" ||
+      err "refused: the manifest lists the entry \"$path\", which is unsafe (outside $TOP/, absolute, or climbing with ..); nothing was installed"
+    expected+="$path"$'\n'
+  done <"$here/manifest.txt"
+  while IFS= read -r line; do
+    read -r perms owner size day time path rest <<<"$line"
+    : "$owner" "$size" "$day" "$time"
+    case "${perms:0:1}" in
+      -|d) ;;
+      l) err "refused: the archive's entry \"$path\" is unsafe: it is a link ($line); nothing was installed" ;;
+      h) err "refused: the archive's entry \"$path\" is unsafe: it is a hard link; nothing was installed" ;;
+      *) err "refused: the archive's entry \"$path\" is unsafe: it is a device or fifo ($line); nothing was installed" ;;
+    esac
+    [[ -z "$rest" ]] || err "refused: the archive's entry \"$path $rest\" is unsafe: its name has spaces or it is a link; nothing was installed"
+    path="${path%/}"
+    safe_manifest_path "$path" "$TOP" ||
+      err "refused: the archive's entry \"$path\" is unsafe (outside $TOP/, absolute, or climbing with ..); nothing was installed"
+    listed+="$path"$'\n'
+  done < <(tar --numeric-owner -tvzf "$here/$ARCHIVE")
+  [[ "$listed" == "$expected" ]] ||
+    err "refused: the archive's entries are not the ones its manifest lists; download the payload again; nothing was installed"
+}
+
+# Extracts the archive into releases/<version>/ under a temporary name, checks every file against
+# the manifest, and renames it into place. Reuses an intact copy already there.
+install_release() {
+  local target="$payload_dir/releases/$VERSION" stage line path rest relative mode
+  if [[ -d "$target" ]] && check_release "$target" "$TOP" >/dev/null 2>&1; then
+    say "$target is already there and intact"
+    return 0
+  fi
+  stage="$payload_dir/releases/.$VERSION.partial-$$"
+  rm -rf -- "$stage"
+  mkdir -- "$stage"
+  tar -xzf "$here/$ARCHIVE" -C "$stage" --strip-components=1 --no-same-owner --no-same-permissions ||
+    err "cannot extract $ARCHIVE into $stage; check the free space under $dest; the live release is unchanged"
+  while IFS= read -r line; do
+    [[ "$line" == "file: "* ]] || continue
+    read -r path _ rest <<<"${line#file: }"
+    relative="${path#"$TOP"}"
+    relative="${relative#/}"
+    [[ "$rest" =~ mode=([0-7]{4}) ]] || continue
+    mode="${BASH_REMATCH[1]}"
+    chmod "$(printf '%o' $((8#$mode & 8#755)))" -- "$stage/${relative:-.}"
+  done <"$here/manifest.txt"
+  cp -- "$here/manifest.json" "$here/manifest.txt" "$here/$ARCHIVE.sha256" "$stage/"
+  chmod 644 -- "$stage/manifest.json" "$stage/manifest.txt" "$stage/$ARCHIVE.sha256"
+  check_release "$stage" "$TOP" ||
+    err "refused: the extracted files do not match the manifest; the live release is unchanged"
+  sync -f -- "$stage"
+  if [[ -e "$target" ]]; then
+    say "$target was damaged; replacing it"
+    mv -T -- "$target" "$payload_dir/releases/.$VERSION-damaged.partial-$$"
+    mv -T -- "$stage" "$target"
+    rm -rf -- "$payload_dir/releases/.$VERSION-damaged.partial-$$"
+  else
+    mv -T -- "$stage" "$target"
+  fi
+  sync -- "$payload_dir/releases"
+  say "extracted $target"
+}
+
+# Copies one of this payload's files into the payload folder under a temporary name, then renames.
+put_file() {
+  local name="$1" mode="$2" temporary="$payload_dir/.$1.partial-$$"
+  cp -- "$here/$name" "$temporary"
+  chmod "$mode" -- "$temporary"
+  mv -T -- "$temporary" "$payload_dir/$name"
+}
+
+# The files around the releases: the same bytes `cargo xtask deploy` writes.
+write_payload_files() {
+  local unit="saulpos-$ENV.service" temporary name text
+  put_file run.sh 755
+  put_file rollback.sh 755
+  put_file saulpos.env.example 644
+  temporary="$payload_dir/.$unit.partial-$$"
+  text="$(<"$here/$unit")"
+  printf '%s\n' "${text//@PAYLOAD_DIR@/"$payload_dir"}" >"$temporary"
+  chmod 644 -- "$temporary"
+  mv -T -- "$temporary" "$payload_dir/$unit"
+  for name in manifest.txt manifest.json; do
+    [[ -e "$payload_dir/$name" || -L "$payload_dir/$name" ]] || ln -s -- "current/$name" "$payload_dir/$name"
+  done
+}
+
+# Removes the oldest releases beyond --keep, never the live one or the one before it.
+prune() {
+  local live="$1" previous="$2" excess version
+  local -a versions=()
+  mapfile -t versions < <(kept_versions "$payload_dir")
+  excess=$((${#versions[@]} - keep))
+  for version in "${versions[@]}"; do
+    ((excess > 0)) || break
+    [[ "$version" == "$live" || "$version" == "$previous" ]] && continue
+    rm -rf -- "${payload_dir:?}/releases/$version"
+    say "removed the old release $payload_dir/releases/$version"
+    excess=$((excess - 1))
+  done
+}
+
+main() {
+  local dest='' reason='' before previous url started
+  keep=5
+  while (($# > 0)); do
+    case "$1" in
+      -h | --help) usage; return 0 ;;
+      --reason) (($# >= 2)) || err "--reason needs a text, e.g. --reason 'CHG-123'"; reason="$2"; shift 2 ;;
+      --reason=*) reason="${1#--reason=}"; shift ;;
+      --keep) (($# >= 2)) || err "--keep needs a number, e.g. --keep 5"; keep="$2"; shift 2 ;;
+      --keep=*) keep="${1#--keep=}"; shift ;;
+      --) shift; break ;;
+      -*) err "unknown option $1; see ./install.sh --help" ;;
+      *)
+        [[ -z "$dest" ]] || err "one destination only (got $dest and $1); see ./install.sh --help"
+        dest="$1"
+        shift
+        ;;
+    esac
+  done
+  if (($# > 0)); then
+    [[ -z "$dest" && $# -eq 1 ]] || err "one destination only; see ./install.sh --help"
+    dest="$1"
+  fi
+  [[ -n "$dest" ]] || err "give the folder to install into, e.g. ./install.sh /opt/saulpos; see ./install.sh --help"
+  [[ "$keep" =~ ^[0-9]+$ ]] || err "--keep $keep is not a number; give e.g. --keep 5"
+  ((keep >= 2)) || err "--keep $keep would not keep the release to roll back to; use 2 or more"
+  need_cmd tar sha256sum flock sort stat readlink mv cp ln tac date id sync
+  started="$(date +%s%N)"
+
+  here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+  [[ -d "$dest" ]] || err "$dest does not exist; create it (e.g. sudo install -d -o \$USER $dest) and run again"
+  dest="$(cd -- "$dest" && pwd -P)"
+  case "${dest##*/}" in
+    saulpos-dev | saulpos-staging | saulpos-prod)
+      err "refused: $dest is the folder of the ${dest##*/saulpos-} environment; give the folder above it (./install.sh ${dest%/*}); nothing was installed" ;;
+  esac
+  [[ ! -e "$dest/current" && ! -e "$dest/history.log" ]] ||
+    err "refused: $dest holds an environment's release (current, history.log); give the folder above it; nothing was installed"
+
+  # 1. Nothing under <dest> changes unless the archive is exactly what was packaged.
+  verify_payload
+  say "verified $ARCHIVE against its checksum and manifest"
+
+  # 2. Under the lock, shared with cargo xtask deploy and rollback.sh.
+  payload_dir="$dest/saulpos-$ENV"
+  mkdir -p -- "$payload_dir"
+  take_lock "$payload_dir" "install $VERSION"
+  mkdir -p -- "$payload_dir/releases" "$payload_dir/logs"
+  remove_partials "$payload_dir" "$payload_dir/releases"
+  install_release
+
+  # 3. The files around the releases, then the switch: one rename.
+  write_payload_files
+  before="$(live_version "$payload_dir")"
+  [[ "$before" == "$VERSION" ]] || switch_to "$payload_dir" "$VERSION"
+  record "$payload_dir" deploy "$before" "$VERSION" "$reason"
+  say "live release of $ENV: $VERSION (was ${before:-none}) in $((($(date +%s%N) - started) / 1000000)) ms"
+  previous="$(previous_version "$payload_dir")"
+  prune "$VERSION" "$previous"
+
+  url="$(health_url "$payload_dir")"
+  say "next: restart the service to run $VERSION:
+  sudo systemctl restart saulpos-$ENV     (unit: $payload_dir/saulpos-$ENV.service)
+  or by hand: $payload_dir/run.sh
+then check it:
+  curl -sSf $url/actuator/health"
+}
+
+main "$@"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# rollback.sh: switches the @ENV@ environment back to the release before the live one (or the one
+# named), after re-verifying its files, as `cargo xtask rollback @ENV@ <dest>` would. Installed
+# beside run.sh by install.sh and `cargo xtask deploy`; needs bash, coreutils and util-linux.
+set -euo pipefail
+
+ENV="@ENV@"
+
+# @COMMON@
+
+usage() {
+  cat <<EOF
+Usage: ./rollback.sh [--to VERSION] [--reason TEXT]
+
+Switch the $ENV environment of this folder back to the release live before the current one (or
+to VERSION), after re-verifying every file of that release against its manifest; record it in
+history.log. The data stays as it is: restore a backup separately if the schema must go back.
+
+Options:
+  --to VERSION      the kept release to go back to (default: the one live before)
+  --reason TEXT     why, for the history (e.g. the incident number)
+  -h, --help        print this help
+EOF
+}
+
+main() {
+  local to='' reason='' live target kept url
+  while (($# > 0)); do
+    case "$1" in
+      -h | --help) usage; return 0 ;;
+      --to) (($# >= 2)) || err "--to needs a version, e.g. --to 1.4.2"; to="$2"; shift 2 ;;
+      --to=*) to="${1#--to=}"; shift ;;
+      --reason) (($# >= 2)) || err "--reason needs a text, e.g. --reason 'INC-42'"; reason="$2"; shift 2 ;;
+      --reason=*) reason="${1#--reason=}"; shift ;;
+      *) err "unknown argument $1; see ./rollback.sh --help" ;;
+    esac
+  done
+  need_cmd sha256sum flock sort paste stat readlink mv ln tac date id sync
+  local dir
+  dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+  [[ -d "$dir/releases" ]] || err "$dir holds no releases; install one with install.sh first"
+  take_lock "$dir" "rollback"
+  live="$(live_version "$dir")"
+  kept="$(kept_versions "$dir" | paste -sd, -)"
+  kept="${kept//,/, }"
+  if [[ -n "$to" ]]; then
+    [[ "$to" =~ ^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]*)?$ ]] ||
+      err "invalid release version \"$to\"; give all three numbers, e.g. 2.0.0"
+    [[ -d "$dir/releases/$to" ]] || err "release $to is not kept in $dir/releases; kept releases: $kept"
+    target="$to"
+  else
+    target="$(previous_version "$dir")"
+    [[ -n "$target" ]] ||
+      err "no release before ${live:-none} is recorded in $dir; name one with --to (kept releases: $kept)"
+  fi
+  [[ "$target" != "$live" ]] || err "$target is already the live release of $ENV; nothing to do"
+  check_release "$dir/releases/$target" "saulpos-server-$target" ||
+    err "refused: $dir/releases/$target no longer matches its manifest; the live release is unchanged; install $target again from its payload"
+  switch_to "$dir" "$target"
+  record "$dir" rollback "$live" "$target" "$reason"
+  url="$(health_url "$dir")"
+  say "rolled $ENV back from ${live:-none} to $target (files re-verified)"
+  say "next:
+  1. restart: sudo systemctl restart saulpos-$ENV   (or stop it and run $dir/run.sh)
+  2. check:   curl -sSf $url/actuator/health
+  3. only if the schema or data must go back too: restore the backup taken before ${live:-it} was deployed (docs: restore runbook)"
+}
+
+main "$@"
