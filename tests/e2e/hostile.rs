@@ -106,6 +106,26 @@ pub fn write_evil_release(dir: &Path, version: &str, entries: &[Evil]) {
     )
     .unwrap();
     fs::write(dir.join("manifest.txt"), txt).unwrap();
+    regenerate_sums(dir);
+}
+
+/// Regenerates a payload folder's own SHA256SUMS (if it has one) over every other file, as
+/// someone without the signing key can.
+pub fn regenerate_sums(dir: &Path) {
+    if !dir.join("SHA256SUMS").exists() {
+        return;
+    }
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != "SHA256SUMS" && name != "SHA256SUMS.sig")
+        .collect();
+    names.sort();
+    let sums: String = names
+        .iter()
+        .map(|name| format!("{}  {name}\n", hex(&fs::read(dir.join(name)).unwrap())))
+        .collect();
+    fs::write(dir.join("SHA256SUMS"), sums).unwrap();
 }
 
 /// The payload of `env` from `release` unpacked into `into` (as an operator would after copying

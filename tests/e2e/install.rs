@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::deploy::{
     deploy, hold_lock, live, release_1_2_0, run, snapshot, start_run_sh, stop, wait_up,
 };
-use crate::hostile::{Evil, flip_a_byte, unpack_payload, write_evil_release};
+use crate::hostile::{Evil, flip_a_byte, regenerate_sums, unpack_payload, write_evil_release};
 use crate::package::release_1_0_0;
 use crate::support::{TestDb, free_port, text};
 
@@ -226,6 +226,16 @@ fn install_sh_refuses_a_damaged_or_hostile_payload_and_another_environments_fold
         env!("E2E_HOST_TARGET")
     ));
     flip_a_byte(&inner);
+    let output = install_sh(&payload_2, &[dest_arg]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("the payload's files do not match its SHA256SUMS"),
+        "{message}"
+    );
+    assert_eq!(snapshot(dest.path()), before);
+    // With the payload's SHA256SUMS regenerated too, the archive's own checksum still holds.
+    regenerate_sums(&payload_2);
     let output = install_sh(&payload_2, &[dest_arg]);
     let message = text(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");

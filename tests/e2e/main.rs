@@ -9,4 +9,5 @@ mod install;
 mod package;
 mod runbooks;
 mod server;
+mod signing;
 mod support;

@@ -53,6 +53,8 @@ fn package_writes_the_archive_checksum_and_manifests_that_the_plain_tools_accept
         "SHA256SUMS".to_owned(),
         "manifest.json".to_owned(),
         "manifest.txt".to_owned(),
+        "provenance.intoto.json".to_owned(),
+        "saulpos-server-1.0.0.cdx.json".to_owned(),
     ];
     for env in ["dev", "prod", "staging"] {
         expected_names.push(format!("saulpos-{env}-1.0.0.tar.gz"));
@@ -220,6 +222,15 @@ fn each_payload_unpacks_to_one_folder_with_the_release_and_what_installs_it() {
         let mut expected = vec![
             ("drwxr-xr-x".to_owned(), format!("{top}/")),
             ("-rw-r--r--".to_owned(), format!("{top}/README.md")),
+            ("-rw-r--r--".to_owned(), format!("{top}/SHA256SUMS")),
+            (
+                "-rw-r--r--".to_owned(),
+                format!("{top}/provenance.intoto.json"),
+            ),
+            (
+                "-rw-r--r--".to_owned(),
+                format!("{top}/saulpos-server-1.0.0.cdx.json"),
+            ),
             ("-rwxr-xr-x".to_owned(), format!("{top}/install.sh")),
             ("-rw-r--r--".to_owned(), format!("{top}/manifest.json")),
             ("-rw-r--r--".to_owned(), format!("{top}/manifest.txt")),
@@ -253,6 +264,8 @@ fn each_payload_unpacks_to_one_folder_with_the_release_and_what_installs_it() {
             format!("{archive}.sha256"),
             "manifest.txt".to_owned(),
             "manifest.json".to_owned(),
+            "saulpos-server-1.0.0.cdx.json".to_owned(),
+            "provenance.intoto.json".to_owned(),
         ] {
             assert!(
                 fs::read(inside.join(&name)).unwrap() == fs::read(release.join(&name)).unwrap(),
@@ -575,4 +588,24 @@ fn the_same_commit_packaged_in_two_clones_gives_a_byte_identical_archive() {
             "{name} differs between the two clones"
         );
     }
+}
+
+#[test]
+fn verify_rebuild_packages_the_recorded_commit_again_elsewhere_and_reproduces_the_archive() {
+    release_1_0_0();
+    let output = xtask(&clone().dir, &["verify", "1.0.0", "--rebuild", "--json"]);
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(
+        message.contains("reproduced: the recorded commit, built again at another path"),
+        "{message}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["reproduced"], true);
+    let worktrees = git(&clone().dir, &["worktree", "list"]);
+    assert_eq!(
+        worktrees.lines().count(),
+        1,
+        "a worktree was left: {worktrees}"
+    );
 }

@@ -150,31 +150,63 @@ fn the_release_deploy_and_rollback_runbooks_run_as_written() {
     let dest = tempfile::tempdir().unwrap();
     let incoming = tempfile::tempdir().unwrap();
     let port = free_port();
-    let substitutions = [
-        ("http://localhost:8080", format!("http://127.0.0.1:{port}")),
-        ("8080", port.to_string()),
-        ("/opt/saulpos", dest.path().to_string_lossy().into_owned()),
-        (
-            "/tmp/incoming",
-            incoming.path().to_string_lossy().into_owned(),
-        ),
-        ("2.0.0", "3.0.0".to_owned()),
-        ("1.9.0", "1.2.0".to_owned()),
-    ];
+    // The release manager's key (step 0 of release.md, done here), in place of ~/.ssh.
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("saulpos-release");
+    let made = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "release@saulpos",
+            "-f",
+        ])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen is needed: apt-get install openssh-client");
+    assert!(made.status.success(), "{}", text(&made));
+    let public = fs::read_to_string(keys.path().join("saulpos-release.pub")).unwrap();
+    let fields: Vec<&str> = public.split_whitespace().collect();
+    let allowed = keys.path().join("saulpos-allowed_signers");
+    fs::write(
+        &allowed,
+        format!("release@saulpos {} {}\n", fields[0], fields[1]),
+    )
+    .unwrap();
+    let substitutions = |dest: &Path| {
+        [
+            ("http://localhost:8080", format!("http://127.0.0.1:{port}")),
+            ("8080", port.to_string()),
+            ("/opt/saulpos", dest.to_string_lossy().into_owned()),
+            (
+                "/tmp/incoming",
+                incoming.path().to_string_lossy().into_owned(),
+            ),
+            ("~/.ssh/", format!("{}/", keys.path().display())),
+            ("2.0.0", "3.0.0".to_owned()),
+            ("1.9.0", "1.2.0".to_owned()),
+        ]
+    };
     let staging = dest.path().join("saulpos-staging");
-    let prod = dest.path().join("saulpos-prod");
+    // prod's host trusts no key yet: its release before (here 1.2.0) was never signed.
+    let prod_dest = tempfile::tempdir().unwrap();
+    let prod = prod_dest.path().join("saulpos-prod");
     let _servers = StopServers(vec![staging.join("run.sh"), prod.join("run.sh")]);
 
     {
         // The release runbook packages in the shared clone, which must stay clean meanwhile.
         let _guard = lock(clone);
-        follow("release.md", &substitutions, &clone.dir);
+        follow("release.md", &substitutions(dest.path()), &clone.dir);
     }
 
     // The host had 1.9.0 (here 1.2.0) and its saulpos.env; the payload was copied to it.
     let output = deploy("staging", "1.2.0", dest.path(), &[]);
     assert!(output.status.success(), "{}", text(&output));
     write_env(&staging, &db, port);
+    fs::copy(&allowed, dest.path().join("allowed_signers")).unwrap();
     for name in [
         "saulpos-staging-3.0.0.tar.gz",
         "saulpos-staging-3.0.0.tar.gz.sha256",
@@ -185,7 +217,7 @@ fn the_release_deploy_and_rollback_runbooks_run_as_written() {
         )
         .unwrap();
     }
-    follow("deploy.md", &substitutions, &clone.dir);
+    follow("deploy.md", &substitutions(dest.path()), &clone.dir);
     let stopped = Command::new(staging.join("run.sh"))
         .arg("stop")
         .output()
@@ -194,11 +226,11 @@ fn the_release_deploy_and_rollback_runbooks_run_as_written() {
 
     // prod had 1.9.0, then 2.0.0, which misbehaves.
     for version in ["1.2.0", "3.0.0"] {
-        let output = deploy("prod", version, dest.path(), &[]);
+        let output = deploy("prod", version, prod_dest.path(), &[]);
         assert!(output.status.success(), "{}", text(&output));
     }
     write_env(&prod, &db, port);
-    follow("rollback.md", &substitutions, &clone.dir);
+    follow("rollback.md", &substitutions(prod_dest.path()), &clone.dir);
     let history = fs::read_to_string(prod.join("history.log")).unwrap();
     assert!(
         history.contains("\"reason\":\"INC-42: checkout errors after 3.0.0\""),

@@ -48,6 +48,11 @@ pub struct Package {
     /// Package outside a git checkout; the manifest records the commit as "none".
     #[arg(long)]
     pub allow_no_git: bool,
+    /// Sign SHA256SUMS (and each payload's) with this SSH key file, writing SHA256SUMS.sig
+    /// (namespace saulpos-release). A .pub file means its private key is in ssh-agent. Default:
+    /// the file SAULPOS_SIGNING_KEY names. Never the key itself.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
     /// The folder to write the release into (default: dist/ in the workspace).
     #[arg(long)]
     pub dist: Option<PathBuf>,
@@ -62,6 +67,14 @@ pub struct Package {
 pub struct Verify {
     /// The version to check, as packaged: dist/<version>/ must exist.
     pub version: String,
+    /// Also check SHA256SUMS.sig (and every payload's) against this allowed_signers file
+    /// (lines `<identity> <key type> <public key>`), naming the signer; unsigned is refused.
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// Also package the recorded commit again in a fresh worktree, with the recorded toolchain,
+    /// and compare the server archive byte for byte: "reproduced", or the files that differ.
+    #[arg(long)]
+    pub rebuild: bool,
     /// The folder holding the releases (default: dist/ in the workspace).
     #[arg(long)]
     pub dist: Option<PathBuf>,
@@ -331,6 +344,10 @@ pub struct Deploy {
     /// The folder holding the releases (default: dist/ in the workspace).
     #[arg(long)]
     pub dist: Option<PathBuf>,
+    /// Require a valid signature by a key in this allowed_signers file (default:
+    /// <dest>/allowed_signers when it exists; without either, signatures are not checked).
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
     /// Print one JSON object describing the deploy on stdout (for CI).
     #[arg(long)]
     pub json: bool,
@@ -351,6 +368,10 @@ pub struct Rollback {
     /// Why, for the deploy history (e.g. the incident number).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Require a valid signature of the release gone back to by a key in this allowed_signers
+    /// file (default: <dest>/allowed_signers when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
     /// Print one JSON object describing the rollback on stdout.
     #[arg(long)]
     pub json: bool,

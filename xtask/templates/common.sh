@@ -213,6 +213,27 @@ check_release() {
   ((problems == 0))
 }
 
+# Checks the SSH signature $2 over $1 against the allowed_signers file $3 (namespace
+# saulpos-release), as `cargo xtask` does; sets `signer` to ssh-keygen's line naming the key.
+verify_signature() {
+  local sums="$1" sig="$2" allowed="$3" principal said
+  if [[ ! -f "$sig" ]]; then
+    say "problem: $sums is not signed (no ${sig##*/}), and $allowed requires a signature"
+    return 1
+  fi
+  need_cmd ssh-keygen
+  while IFS= read -r principal; do
+    [[ -n "$principal" ]] || continue
+    if said="$(ssh-keygen -Y verify -f "$allowed" -I "$principal" -n saulpos-release -s "$sig" <"$sums" 2>/dev/null)"; then
+      # shellcheck disable=SC2034 # read by the scripts this file is spliced into
+      signer="${said%%$'\n'*}"
+      return 0
+    fi
+  done < <(ssh-keygen -Y find-principals -f "$allowed" -s "$sig" 2>/dev/null || true)
+  say "problem: $sig is not a signature by any key in $allowed (or $sums changed after it was signed)"
+  return 1
+}
+
 # `http://127.0.0.1:<port>` from the payload's saulpos.env (SAULPOS_SERVER_PORT), else 8080.
 health_url() {
   local line port=8080

@@ -28,6 +28,9 @@ Arguments:
 Options:
   --reason TEXT     why, for the history (e.g. a change ticket)
   --keep N          how many releases to keep (default 5; never fewer than 2)
+  --allowed-signers FILE
+                    require a valid signature (SHA256SUMS.sig) by a key in FILE; by default
+                    <dest>/allowed_signers when it exists, else signatures are not checked
   -h, --help        print this help
 
 After it: configure <dest>/saulpos-$ENV/saulpos.env (see saulpos.env.example), then start
@@ -38,9 +41,26 @@ EOF
 # Refuses an archive whose checksum, manifest or entries are not what this payload says, before
 # anything under <dest> changes.
 verify_payload() {
-  local sum name line path perms owner size day time rest listed='' expected='' manifest
-  for name in "$ARCHIVE" "$ARCHIVE.sha256" manifest.txt manifest.json; do
+  local sum name line path perms owner size day time rest listed='' expected='' manifest sums
+  for name in "$ARCHIVE" "$ARCHIVE.sha256" manifest.txt manifest.json SHA256SUMS; do
     [[ -f "$here/$name" ]] || err "refused: this payload has no $name; download the payload again; nothing was installed"
+  done
+  # Its SHA256SUMS lists every other file it holds; with allowed signers, a key of theirs signed it.
+  if [[ -n "$allowed_signers" ]]; then
+    verify_signature "$here/SHA256SUMS" "$here/SHA256SUMS.sig" "$allowed_signers" ||
+      err "refused: the payload's signature does not check out against $allowed_signers; nothing was installed"
+    say "signature: $signer"
+  else
+    say "signatures were not checked: no $dest/allowed_signers (or --allowed-signers)"
+  fi
+  (cd -- "$here" && sha256sum -c --strict --quiet SHA256SUMS >/dev/null 2>&1) ||
+    err "refused: the payload's files do not match its SHA256SUMS (damaged or replaced); download the payload again; nothing was installed"
+  sums=$'\n'"$(<"$here/SHA256SUMS")"$'\n'
+  for path in "$here"/*; do
+    name="${path##*/}"
+    [[ "$name" == SHA256SUMS || "$name" == SHA256SUMS.sig ]] && continue
+    [[ "$sums" == *"  $name"$'\n'* ]] ||
+      err "refused: the payload holds $name, which its SHA256SUMS does not list; nothing was installed"
   done
   read -r sum name <"$here/$ARCHIVE.sha256" || true
   [[ "${name#\*}" == "$ARCHIVE" ]] ||
@@ -100,8 +120,9 @@ install_release() {
     mode="${BASH_REMATCH[1]}"
     chmod "$(printf '%o' $((8#$mode & 8#755)))" -- "$stage/${relative:-.}"
   done <"$here/manifest.txt"
-  cp -- "$here/manifest.json" "$here/manifest.txt" "$here/$ARCHIVE.sha256" "$stage/"
-  chmod 644 -- "$stage/manifest.json" "$stage/manifest.txt" "$stage/$ARCHIVE.sha256"
+  cp -- "$here/manifest.json" "$here/manifest.txt" "$here/$ARCHIVE.sha256" "$here/SHA256SUMS" "$stage/"
+  [[ ! -f "$here/SHA256SUMS.sig" ]] || cp -- "$here/SHA256SUMS.sig" "$stage/"
+  chmod 644 -- "$stage"/manifest.json "$stage"/manifest.txt "$stage/$ARCHIVE.sha256" "$stage"/SHA256SUMS*
   check_release "$stage" "$TOP" ||
     err "refused: the extracted files do not match the manifest; the live release is unchanged"
   sync -f -- "$stage"
@@ -159,6 +180,8 @@ prune() {
 main() {
   local dest='' reason='' before previous url started
   keep=5
+  allowed_signers=''
+  signer=''
   while (($# > 0)); do
     case "$1" in
       -h | --help) usage; return 0 ;;
@@ -166,6 +189,8 @@ main() {
       --reason=*) reason="${1#--reason=}"; shift ;;
       --keep) (($# >= 2)) || err "--keep needs a number, e.g. --keep 5"; keep="$2"; shift 2 ;;
       --keep=*) keep="${1#--keep=}"; shift ;;
+      --allowed-signers) (($# >= 2)) || err "--allowed-signers needs a file"; allowed_signers="$2"; shift 2 ;;
+      --allowed-signers=*) allowed_signers="${1#--allowed-signers=}"; shift ;;
       --) shift; break ;;
       -*) err "unknown option $1; see ./install.sh --help" ;;
       *)
@@ -194,6 +219,11 @@ main() {
   esac
   [[ ! -e "$dest/current" && ! -e "$dest/history.log" ]] ||
     err "refused: $dest holds an environment's release (current, history.log); give the folder above it; nothing was installed"
+  if [[ -n "$allowed_signers" ]]; then
+    [[ -f "$allowed_signers" ]] || err "--allowed-signers $allowed_signers does not exist; give the allowed_signers file (lines '<identity> <key type> <public key>')"
+  elif [[ -f "$dest/allowed_signers" ]]; then
+    allowed_signers="$dest/allowed_signers"
+  fi
 
   # 1. Nothing under <dest> changes unless the archive is exactly what was packaged.
   verify_payload

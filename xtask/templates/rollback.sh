@@ -19,12 +19,16 @@ history.log. The data stays as it is: restore a backup separately if the schema 
 Options:
   --to VERSION      the kept release to go back to (default: the one live before)
   --reason TEXT     why, for the history (e.g. the incident number)
+  --allowed-signers FILE
+                    require a valid signature of that release by a key in FILE; by default
+                    allowed_signers in the folder above this one, when it exists
   -h, --help        print this help
 EOF
 }
 
 main() {
-  local to='' reason='' live target kept url
+  local to='' reason='' live target kept url allowed_signers='' sums line name
+  signer=''
   while (($# > 0)); do
     case "$1" in
       -h | --help) usage; return 0 ;;
@@ -32,6 +36,8 @@ main() {
       --to=*) to="${1#--to=}"; shift ;;
       --reason) (($# >= 2)) || err "--reason needs a text, e.g. --reason 'INC-42'"; reason="$2"; shift 2 ;;
       --reason=*) reason="${1#--reason=}"; shift ;;
+      --allowed-signers) (($# >= 2)) || err "--allowed-signers needs a file"; allowed_signers="$2"; shift 2 ;;
+      --allowed-signers=*) allowed_signers="${1#--allowed-signers=}"; shift ;;
       *) err "unknown argument $1; see ./rollback.sh --help" ;;
     esac
   done
@@ -54,6 +60,25 @@ main() {
       err "no release before ${live:-none} is recorded in $dir; name one with --to (kept releases: $kept)"
   fi
   [[ "$target" != "$live" ]] || err "$target is already the live release of $ENV; nothing to do"
+  if [[ -n "$allowed_signers" ]]; then
+    [[ -f "$allowed_signers" ]] || err "--allowed-signers $allowed_signers does not exist; give the allowed_signers file"
+  elif [[ -f "${dir%/*}/allowed_signers" ]]; then
+    allowed_signers="${dir%/*}/allowed_signers"
+  fi
+  if [[ -n "$allowed_signers" ]]; then
+    verify_signature "$dir/releases/$target/SHA256SUMS" "$dir/releases/$target/SHA256SUMS.sig" "$allowed_signers" ||
+      err "refused: release $target's signature does not check out against $allowed_signers; the live release is unchanged"
+    # The signed list vouches for the manifests, which vouch for every file.
+    sums=$'\n'"$(<"$dir/releases/$target/SHA256SUMS")"$'\n'
+    for name in manifest.txt manifest.json; do
+      line="$(cd -- "$dir/releases/$target" && sha256sum -- "$name")"
+      [[ "$sums" == *$'\n'"$line"$'\n'* ]] ||
+        err "refused: release $target's $name is not the one its signed SHA256SUMS lists; the live release is unchanged"
+    done
+    say "signature: $signer"
+  else
+    say "signatures were not checked: no ${dir%/*}/allowed_signers (or --allowed-signers)"
+  fi
   check_release "$dir/releases/$target" "saulpos-server-$target" ||
     err "refused: $dir/releases/$target no longer matches its manifest; the live release is unchanged; install $target again from its payload"
   switch_to "$dir" "$target"

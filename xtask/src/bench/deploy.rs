@@ -29,6 +29,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
             keep: 5,
             reason: Some("bench".to_owned()),
             dist: Some(dist.clone()),
+            allowed_signers: None,
             json: false,
         }
         .run(sh)
@@ -55,6 +56,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
                 dest: dest.clone(),
                 to: None,
                 reason: Some("bench".to_owned()),
+                allowed_signers: None,
                 json: false,
             }
             .run(sh)

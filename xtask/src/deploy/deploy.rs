@@ -15,6 +15,7 @@ use xshell::Shell;
 use crate::deploy::payload::Payload;
 use crate::deploy::shipped::Shipped;
 use crate::release::manifest;
+use crate::release::signature;
 use crate::util::durable::{self, StagingDir};
 use crate::util::progress::step;
 use crate::{deploy::extract, flags, release::dist, release::verify};
@@ -34,7 +35,8 @@ impl flags::Deploy {
         let version = version.to_string();
 
         // 1. Nothing under <dest> changes unless the payload is exactly what was packaged.
-        let shipped = Shipped::open(&release_dir, &self.env, &version)?;
+        let allowed = signature::allowed_signers(self.allowed_signers.as_deref(), &self.dest)?;
+        let shipped = Shipped::open(&release_dir, &self.env, &version, allowed.as_deref())?;
         let checked = verify::check_release(shipped.release_dir(), &version);
         if !checked.problems.is_empty() {
             for problem in &checked.problems {
@@ -60,6 +62,16 @@ impl flags::Deploy {
                 shipped.name, checked.files_checked
             ),
         );
+        match &shipped.signer {
+            Some(signer) => step(started, &format!("signature: {signer}")),
+            None => step(
+                started,
+                &format!(
+                    "signatures were not checked: no {} (or --allowed-signers)",
+                    self.dest.join("allowed_signers").display()
+                ),
+            ),
+        }
 
         if !self.dest.is_dir() {
             bail!(
@@ -94,11 +106,7 @@ impl flags::Deploy {
             let staging = StagingDir::new(&target)?;
             let archive = shipped.release_dir().join(&manifest.archive.name);
             extract::release(&archive, &top, manifest, staging.path())?;
-            for name in [
-                manifest::JSON_NAME.to_owned(),
-                manifest::TEXT_NAME.to_owned(),
-                format!("{}.sha256", manifest.archive.name),
-            ] {
+            for name in shipped.kept_in_release() {
                 let copy = staging.path().join(&name);
                 fs::write(&copy, shipped.file(&name))
                     .and_then(|()| fs::set_permissions(&copy, fs::Permissions::from_mode(0o644)))

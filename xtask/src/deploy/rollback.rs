@@ -2,14 +2,16 @@
 //! its manifest, switch the live link back to it, record why, and print the next steps.
 
 use std::fs;
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
 use crate::deploy::payload::Payload;
 use crate::release::manifest::{self, Manifest};
+use crate::release::{checksum, signature, verify};
 use crate::{deploy::extract, flags, release::dist, release::release_version, util::env_file};
 
 impl flags::Rollback {
@@ -49,6 +51,21 @@ impl flags::Rollback {
         }
 
         let dir = payload.release(&target);
+        match signature::allowed_signers(self.allowed_signers.as_deref(), &self.dest)? {
+            Some(allowed) => {
+                let signer = vouched(&dir, &allowed).with_context(|| {
+                    format!(
+                        "refused: release {target} in {}; the live release is unchanged",
+                        dir.display()
+                    )
+                })?;
+                eprintln!("signature: {signer}");
+            }
+            None => eprintln!(
+                "signatures were not checked: no {}",
+                self.dest.join("allowed_signers").display()
+            ),
+        }
         let manifest = Manifest::from_json(&fs::read_to_string(dir.join(manifest::JSON_NAME))?)?;
         let problems = extract::check_extracted(&dir, &dist::top_folder(&target), &manifest);
         if !problems.is_empty() {
@@ -92,6 +109,31 @@ impl flags::Rollback {
         }
         Ok(())
     }
+}
+
+/// Checks the signature of a kept release's SHA256SUMS and that it vouches for the manifests
+/// there (which in turn vouch for every file); returns who signed.
+fn vouched(dir: &Path, allowed: &Path) -> anyhow::Result<String> {
+    let signer = signature::verify(
+        &dir.join(signature::SUMS),
+        &dir.join(signature::SIG),
+        allowed,
+    )?;
+    let sums = fs::read_to_string(dir.join(signature::SUMS))?;
+    let listed = verify::sums_lines(&sums);
+    for name in [manifest::JSON_NAME, manifest::TEXT_NAME] {
+        let (digest, _) = checksum::sha256_file(&dir.join(name))?;
+        if !listed
+            .iter()
+            .any(|(sum, listed_name)| listed_name == name && *sum == digest)
+        {
+            bail!(
+                "its {name} is not the one its signed {} lists",
+                signature::SUMS
+            );
+        }
+    }
+    Ok(signer)
 }
 
 /// `<host> <port> <database> <username>` from the payload's saulpos.env, or placeholders.

@@ -1,6 +1,7 @@
 //! A payload as it ships, `dist/<version>/saulpos-<env>-<version>.tar.gz`: checked against its
 //! `.sha256` (and `SHA256SUMS`), read whole, every entry checked against the files a payload
-//! holds, and its release laid out in a temporary folder for `verify::check_release`.
+//! holds and against the payload's own `SHA256SUMS` (its signature too, when allowed signers are
+//! given), and its release laid out in a temporary folder for `verify::check_release`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,7 +13,7 @@ use tar::EntryType;
 
 use crate::release::manifest::{self, Manifest};
 use crate::release::payload_files::{self, INSTALLED};
-use crate::release::verify;
+use crate::release::{checksum, signature, verify};
 use crate::util::durable::{self, StagingDir};
 
 /// A payload read and checked: its files by name, and its release in a temporary folder.
@@ -22,12 +23,19 @@ pub struct Shipped {
     pub manifest: Manifest,
     /// The server archive, its `.sha256` and the manifests, as `verify` expects a release.
     release: StagingDir,
+    /// Who signed it, as ssh-keygen says it, when allowed signers were given.
+    pub signer: Option<String>,
 }
 
 impl Shipped {
     /// Reads the payload of `env` from the release folder and checks it whole; writes nothing
     /// but a temporary folder outside any destination.
-    pub fn open(release_dir: &Path, env: &str, version: &str) -> anyhow::Result<Shipped> {
+    pub fn open(
+        release_dir: &Path,
+        env: &str,
+        version: &str,
+        allowed_signers: Option<&Path>,
+    ) -> anyhow::Result<Shipped> {
         let name = payload_files::payload_archive_name(env, version);
         let path = release_dir.join(&name);
         if !path.is_file() {
@@ -62,13 +70,12 @@ impl Shipped {
         let mut expected: Vec<String> = payload_files::generated(env, version, &archive)
             .into_iter()
             .map(|file| file.name)
+            .chain(payload_files::core_files(version, &archive))
+            .chain([signature::SUMS.to_owned()])
             .collect();
-        expected.extend([
-            archive.clone(),
-            format!("{archive}.sha256"),
-            manifest::TEXT_NAME.to_owned(),
-            manifest::JSON_NAME.to_owned(),
-        ]);
+        if files.contains_key(signature::SIG) {
+            expected.push(signature::SIG.to_owned());
+        }
         expected.sort();
         let found: Vec<String> = files.keys().cloned().collect();
         if found != expected {
@@ -79,26 +86,73 @@ impl Shipped {
                 expected.join(", ")
             );
         }
-        let release = StagingDir::new(&std::env::temp_dir().join(format!("saulpos-{top}")))?;
-        for name in [
-            archive.clone(),
-            format!("{archive}.sha256"),
-            manifest::TEXT_NAME.to_owned(),
-            manifest::JSON_NAME.to_owned(),
-        ] {
-            durable::write(&release.path().join(&name), &files[&name])?;
+        // Its own SHA256SUMS lists every other file it holds, each with its hash.
+        let sums = String::from_utf8_lossy(&files[signature::SUMS]).into_owned();
+        let listed = verify::sums_lines(&sums);
+        for (name, bytes) in &files {
+            if name == signature::SUMS || name == signature::SIG {
+                continue;
+            }
+            let digest = checksum::sha256_hex(bytes);
+            if !listed
+                .iter()
+                .any(|(sum, listed_name)| listed_name == name && *sum == digest)
+            {
+                bail!(
+                    "refused: {name} in {} does not match the payload's {}; nothing was changed",
+                    path.display(),
+                    signature::SUMS
+                );
+            }
         }
+        let release = StagingDir::new(&std::env::temp_dir().join(format!("saulpos-{top}")))?;
+        let mut kept = payload_files::core_files(version, &archive);
+        kept.push(signature::SUMS.to_owned());
+        if files.contains_key(signature::SIG) {
+            kept.push(signature::SIG.to_owned());
+        }
+        for name in &kept {
+            durable::write(&release.path().join(name), &files[name])?;
+        }
+        let signer = match allowed_signers {
+            Some(allowed) => Some(
+                signature::verify(
+                    &release.path().join(signature::SUMS),
+                    &release.path().join(signature::SIG),
+                    allowed,
+                )
+                .with_context(|| format!("refused: {}", path.display()))?,
+            ),
+            None => None,
+        };
         Ok(Shipped {
             name,
             files,
             manifest,
             release,
+            signer,
         })
     }
 
     /// The folder holding the payload's release (archive, `.sha256`, manifests).
     pub fn release_dir(&self) -> &Path {
         self.release.path()
+    }
+
+    /// The files a release folder keeps of the payload: the manifests, the archive's
+    /// `.sha256`, and the payload's SHA256SUMS (and its signature) that vouch for them.
+    pub fn kept_in_release(&self) -> Vec<String> {
+        let archive = &self.manifest.archive.name;
+        let mut kept = vec![
+            crate::release::manifest::JSON_NAME.to_owned(),
+            crate::release::manifest::TEXT_NAME.to_owned(),
+            format!("{archive}.sha256"),
+            signature::SUMS.to_owned(),
+        ];
+        if self.files.contains_key(signature::SIG) {
+            kept.push(signature::SIG.to_owned());
+        }
+        kept
     }
 
     /// The bytes of one of the payload's files.

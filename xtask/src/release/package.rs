@@ -13,7 +13,7 @@ use xshell::{Shell, cmd};
 use crate::release::archive::{self, Entry};
 use crate::release::checksum::{self, HashingWriter};
 use crate::release::manifest::{self, ArchiveFacts, FileFacts, Manifest};
-use crate::release::{dist, payload_files, release_version, verify};
+use crate::release::{dist, payload_files, provenance, release_version, sbom, signature, verify};
 use crate::util::durable::{self, StagingDir};
 use crate::util::progress::step;
 use crate::util::{git, utc};
@@ -41,6 +41,7 @@ impl flags::Package {
             );
         }
 
+        let sign_key = signature::signing_key(self.sign_key.as_deref())?;
         let source = self.inspect_source(sh)?;
         step(
             started,
@@ -52,6 +53,8 @@ impl flags::Package {
         );
 
         let toolchain = Toolchain::detect(sh)?;
+        // cargo metadata for the SBOM runs while the server builds.
+        let metadata = sbom::Metadata::start(&project_root(), &toolchain.target)?;
         let binary = build(sh, &version.to_string(), &source, &toolchain)?;
         step(
             started,
@@ -108,7 +111,51 @@ impl flags::Package {
             &staging.path().join(manifest::JSON_NAME),
             manifest.to_json_text().as_bytes(),
         )?;
-        let payloads = write_payloads(staging.path(), &version_text, &manifest, source.date)?;
+        let sbom_name = sbom::file_name(&version_text);
+        let sbom_text = metadata.sbom(
+            &version_text,
+            &manifest.archive.sha256,
+            &manifest.source_date,
+        )?;
+        durable::write(&staging.path().join(&sbom_name), sbom_text.as_bytes())?;
+        let lock_path = project_root().join("Cargo.lock");
+        let (cargo_lock_sha256, _) = checksum::sha256_file(&lock_path)?;
+        let mut subjects = Vec::new();
+        for name in [
+            archive_name.clone(),
+            checksum_name.clone(),
+            manifest::TEXT_NAME.to_owned(),
+            manifest::JSON_NAME.to_owned(),
+            sbom_name.clone(),
+        ] {
+            let (digest, _) = checksum::sha256_file(&staging.path().join(&name))?;
+            subjects.push((name, digest));
+        }
+        let statement = provenance::statement(&provenance::Build {
+            version: &version_text,
+            git_commit: &manifest.git_commit,
+            git_dirty: manifest.git_dirty,
+            rustc: &manifest.rustc,
+            target: &manifest.target,
+            source_date: &manifest.source_date,
+            cargo_lock_sha256: &cargo_lock_sha256,
+            subjects,
+        });
+        durable::write(
+            &staging.path().join(provenance::FILE_NAME),
+            statement.as_bytes(),
+        )?;
+        step(
+            started,
+            &format!("wrote the SBOM {sbom_name} and {}", provenance::FILE_NAME),
+        );
+        let payloads = write_payloads(
+            staging.path(),
+            &version_text,
+            &manifest,
+            source.date,
+            sign_key.as_deref(),
+        )?;
         step(
             started,
             &format!(
@@ -121,6 +168,14 @@ impl flags::Package {
             ),
         );
         write_sums(staging.path())?;
+        // Signing is the last step: a failed signature leaves no release behind.
+        if let Some(key) = &sign_key {
+            signature::sign(&staging.path().join(signature::SUMS), key)?;
+            step(
+                started,
+                &format!("signed {} with {}", signature::SUMS, key.display()),
+            );
+        }
         staging.commit(&release_dir)?;
         step(started, &format!("wrote {}", shown(&release_dir).display()));
 
@@ -147,6 +202,9 @@ impl flags::Package {
                     "sha256": payload.sha256,
                 })).collect::<Vec<_>>(),
                 "sums": release_dir.join(verify::SUMS),
+                "signature": sign_key.as_ref().map(|_| release_dir.join(signature::SIG)),
+                "sbom": release_dir.join(&sbom_name),
+                "provenance": release_dir.join(provenance::FILE_NAME),
             });
             println!("{summary}");
         }
@@ -357,47 +415,57 @@ fn release_readme(version: &str, source: &Source, toolchain: &Toolchain) -> Stri
     )
 }
 
-/// Writes one payload per environment into `folder`, each with its `.sha256`: the server archive,
-/// its `.sha256` and the manifests, with the files of `payload_files`, under
-/// `saulpos-<env>-<version>/`.
+/// Writes one payload per environment into `folder`, each with its `.sha256`: the release's
+/// core files with the files of `payload_files`, under `saulpos-<env>-<version>/`, and the
+/// payload's own `SHA256SUMS` listing them (signed with `sign_key` when one is given), so that a
+/// payload proves itself alone on a host.
 pub fn write_payloads(
     folder: &Path,
     version: &str,
     manifest: &Manifest,
     source_date: i64,
+    sign_key: Option<&Path>,
 ) -> anyhow::Result<Vec<ArchiveFacts>> {
     let archive_name = &manifest.archive.name;
-    let mut release_files = Vec::new();
-    for name in [
-        archive_name.clone(),
-        format!("{archive_name}.sha256"),
-        manifest::TEXT_NAME.to_owned(),
-        manifest::JSON_NAME.to_owned(),
-    ] {
+    let mut core = Vec::new();
+    for name in payload_files::core_files(version, archive_name) {
         let path = folder.join(&name);
         let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        release_files.push((name, bytes));
+        core.push((name, 0o644, bytes));
     }
     let mut written = Vec::new();
     for env in payload_files::ENVIRONMENTS {
         let top = payload_files::payload_name(env, version);
+        let mut files: Vec<(String, u32, Vec<u8>)> =
+            payload_files::generated(env, version, archive_name)
+                .into_iter()
+                .map(|file| (file.name, file.mode, file.contents))
+                .collect();
+        files.extend(core.iter().cloned());
+        files.sort();
+        let mut sums = String::new();
+        for (name, _, bytes) in &files {
+            sums.push_str(&checksum::line(&checksum::sha256_hex(bytes), name));
+        }
+        if let Some(key) = sign_key {
+            let scratch = StagingDir::new(&folder.join(format!("sign-{env}")))?;
+            let sums_path = scratch.path().join(signature::SUMS);
+            fs::write(&sums_path, &sums)?;
+            signature::sign(&sums_path, key)?;
+            let signed = fs::read(scratch.path().join(signature::SIG))?;
+            files.push((signature::SIG.to_owned(), 0o644, signed));
+        }
+        files.push((signature::SUMS.to_owned(), 0o644, sums.into_bytes()));
         let mut entries = vec![Entry {
             path: top.clone(),
             mode: 0o755,
             contents: None,
         }];
-        for file in payload_files::generated(env, version, archive_name) {
-            entries.push(Entry {
-                path: format!("{top}/{}", file.name),
-                mode: file.mode,
-                contents: Some(file.contents),
-            });
-        }
-        for (name, bytes) in &release_files {
+        for (name, mode, bytes) in files {
             entries.push(Entry {
                 path: format!("{top}/{name}"),
-                mode: 0o644,
-                contents: Some(bytes.clone()),
+                mode,
+                contents: Some(bytes),
             });
         }
         let name = payload_files::payload_archive_name(env, version);
@@ -423,7 +491,7 @@ fn write_sums(folder: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot list {}", folder.display()))?
         .flatten()
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name != verify::SUMS && !name.starts_with('.'))
+        .filter(|name| name != verify::SUMS && name != signature::SIG && !name.starts_with('.'))
         .collect();
     names.sort();
     let mut text = String::new();

@@ -27,6 +27,19 @@ pub fn unit_name(env: &str) -> String {
     format!("saulpos-{env}.service")
 }
 
+/// The release's core files, which every payload carries beside its own files: the server
+/// archive, its `.sha256`, the manifests, the SBOM and the provenance.
+pub fn core_files(version: &str, archive_name: &str) -> Vec<String> {
+    vec![
+        archive_name.to_owned(),
+        format!("{archive_name}.sha256"),
+        crate::release::manifest::TEXT_NAME.to_owned(),
+        crate::release::manifest::JSON_NAME.to_owned(),
+        crate::release::sbom::file_name(version),
+        crate::release::provenance::FILE_NAME.to_owned(),
+    ]
+}
+
 /// One file of a payload, at its top folder.
 pub struct PayloadFile {
     pub name: String,

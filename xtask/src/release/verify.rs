@@ -12,14 +12,28 @@ use crate::deploy::shipped::Shipped;
 use crate::flags;
 use crate::release::archive::{self, EntryKind};
 use crate::release::manifest::{self, Manifest};
-use crate::release::{checksum, dist, payload_files};
+use crate::release::{checksum, dist, payload_files, rebuild, signature};
 
 impl flags::Verify {
-    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let dist_dir = self.dist.clone().unwrap_or_else(dist::root);
         let (version, dir) = dist::release_dir(&dist_dir, &self.version)?;
         let mut checked = check_release(&dir, &version.to_string());
         checked.problems.extend(check_sums(&dir));
+        let signer = match &self.allowed_signers {
+            None => None,
+            Some(allowed) => match signature::verify(
+                &dir.join(signature::SUMS),
+                &dir.join(signature::SIG),
+                allowed,
+            ) {
+                Ok(signer) => Some(signer),
+                Err(error) => {
+                    checked.problems.push(format!("{error:#}"));
+                    None
+                }
+            },
+        };
         let mut payloads = Vec::new();
         for env in payload_files::ENVIRONMENTS {
             let name = payload_files::payload_archive_name(env, &version.to_string());
@@ -29,15 +43,18 @@ impl flags::Verify {
                     .push(format!("the payload {name} is missing"));
                 continue;
             }
-            match Shipped::open(&dir, env, &version.to_string()) {
+            match Shipped::open(
+                &dir,
+                env,
+                &version.to_string(),
+                self.allowed_signers.as_deref(),
+            ) {
                 Err(error) => checked.problems.push(format!("{error:#}")),
                 Ok(shipped) => {
-                    for file in [
-                        shipped.manifest.archive.name.clone(),
-                        format!("{}.sha256", shipped.manifest.archive.name),
-                        manifest::TEXT_NAME.to_owned(),
-                        manifest::JSON_NAME.to_owned(),
-                    ] {
+                    for file in payload_files::core_files(
+                        &version.to_string(),
+                        &shipped.manifest.archive.name,
+                    ) {
                         if fs::read(dir.join(&file)).ok().as_deref() != Some(shipped.file(&file)) {
                             checked
                                 .problems
@@ -45,6 +62,20 @@ impl flags::Verify {
                         }
                     }
                     payloads.push(name);
+                }
+            }
+        }
+        let mut reproduced = None;
+        if self.rebuild && checked.problems.is_empty() {
+            let rebuilt = rebuild::rebuild(sh, &dir, &version.to_string())?;
+            if rebuilt.differing.is_empty() {
+                reproduced = Some(true);
+            } else {
+                reproduced = Some(false);
+                for file in &rebuilt.differing {
+                    checked
+                        .problems
+                        .push(format!("not reproduced: {file} differs in the rebuild"));
                 }
             }
         }
@@ -59,6 +90,8 @@ impl flags::Verify {
                 "problems": checked.problems,
                 "files_checked": checked.files_checked,
                 "payloads": payloads,
+                "signer": signer,
+                "reproduced": reproduced,
             });
             println!("{summary}");
         }
@@ -75,6 +108,19 @@ impl flags::Verify {
             checked.files_checked,
             payloads.join(", ")
         );
+        match &signer {
+            Some(signer) => eprintln!("signature: {signer}"),
+            None if dir.join(signature::SIG).is_file() => eprintln!(
+                "signed ({}), but not checked: give --allowed-signers FILE to check it",
+                signature::SIG
+            ),
+            None => eprintln!("not signed: package with --sign-key to sign a release"),
+        }
+        if reproduced == Some(true) {
+            eprintln!(
+                "reproduced: the recorded commit, built again at another path, gives the same archive byte for byte"
+            );
+        }
         Ok(())
     }
 }
@@ -139,7 +185,7 @@ pub fn check_sums(dir: &Path) -> Vec<String> {
         .flatten()
         .filter(|entry| entry.path().is_file())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name != SUMS && !name.starts_with('.'))
+        .filter(|name| name != SUMS && name != signature::SIG && !name.starts_with('.'))
         .collect();
     present.sort();
     for name in &present {

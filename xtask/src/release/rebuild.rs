@@ -1,0 +1,132 @@
+//! `cargo xtask verify <version> --rebuild`: packages the recorded commit again in a fresh
+//! worktree (another path, so the check covers path independence too) with the recorded
+//! toolchain, and compares the server archive byte for byte with the one in `dist/`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use xshell::{Shell, cmd};
+
+use crate::project_root;
+use crate::release::manifest::{self, Manifest};
+use crate::util::durable;
+
+/// What the rebuild found: the files that differ, none when reproduced.
+pub struct Rebuilt {
+    pub differing: Vec<String>,
+}
+
+/// A worktree removed on drop.
+struct Worktree<'a> {
+    sh: &'a Shell,
+    path: PathBuf,
+}
+
+impl Drop for Worktree<'_> {
+    fn drop(&mut self) {
+        let path = &self.path;
+        let _ = cmd!(self.sh, "git worktree remove --force {path}")
+            .quiet()
+            .ignore_stderr()
+            .run();
+        let _ = fs::remove_dir_all(path);
+    }
+}
+
+pub fn rebuild(sh: &Shell, release_dir: &Path, version: &str) -> anyhow::Result<Rebuilt> {
+    let manifest = Manifest::from_json(
+        &fs::read_to_string(release_dir.join(manifest::JSON_NAME))
+            .context("cannot read the release's manifest.json")?,
+    )?;
+    if manifest.git_commit == "none" || manifest.git_dirty {
+        bail!(
+            "{version} was packaged from {}, so it cannot be rebuilt from a commit; only a release of a clean commit can be reproduced",
+            if manifest.git_dirty {
+                "a dirty tree"
+            } else {
+                "outside git"
+            }
+        );
+    }
+    let rustc = cmd!(sh, "rustc --version").quiet().read()?;
+    if rustc.trim() != manifest.rustc {
+        bail!(
+            "{version} was built with {:?}, this machine has {rustc:?}; install that toolchain (rustup toolchain install <version>) and run again with RUSTUP_TOOLCHAIN set to it",
+            manifest.rustc
+        );
+    }
+    let commit = &manifest.git_commit;
+    let object = format!("{commit}^{{commit}}");
+    cmd!(sh, "git cat-file -e {object}")
+        .quiet()
+        .ignore_stderr()
+        .run()
+        .with_context(|| {
+            format!("commit {commit} is not in this checkout; fetch it (git fetch) and run again")
+        })?;
+    let scratch = project_root().join("target/rebuild");
+    fs::create_dir_all(&scratch)?;
+    durable::remove_stale_partials(&scratch, "")?;
+    let path = durable::temporary_name(&scratch.join(format!("worktree-{version}")));
+    let _ = fs::remove_dir_all(&path);
+    cmd!(sh, "git worktree prune").quiet().run()?;
+    cmd!(sh, "git worktree add --quiet --detach {path} {commit}")
+        .quiet()
+        .run()
+        .context("cannot make a worktree of the recorded commit")?;
+    let worktree = Worktree {
+        sh,
+        path: path.clone(),
+    };
+    let dist = worktree.path.join("dist-rebuilt");
+    eprintln!(
+        "rebuilding {version} from {commit} in {} (a release build: minutes when cold)",
+        worktree.path.display()
+    );
+    // Its own target folder, kept between rebuilds: the recorded commit's xtask must not
+    // replace this one's, and the release build stays incremental next time.
+    let target = scratch.join("target");
+    let mut command =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command
+        .args(["xtask", "package", version, "--dist"])
+        .arg(&dist)
+        .current_dir(&worktree.path)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("SAULPOS_SIGNING_KEY")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_MANIFEST_DIR");
+    let status = command
+        .status()
+        .context("cannot run cargo xtask package in the worktree")?;
+    if !status.success() {
+        bail!("packaging {commit} again failed (its output is above)");
+    }
+    let rebuilt_dir = dist.join(version);
+    let mut differing = Vec::new();
+    let name = &manifest.archive.name;
+    let original = fs::read(release_dir.join(name))?;
+    let again =
+        fs::read(rebuilt_dir.join(name)).with_context(|| format!("the rebuild wrote no {name}"))?;
+    if original != again {
+        let rebuilt =
+            Manifest::from_json(&fs::read_to_string(rebuilt_dir.join(manifest::JSON_NAME))?)?;
+        for file in &manifest.files {
+            let other = rebuilt.files.iter().find(|other| other.path == file.path);
+            if other != Some(file) {
+                differing.push(file.path.clone());
+            }
+        }
+        for other in &rebuilt.files {
+            if !manifest.files.iter().any(|file| file.path == other.path) {
+                differing.push(other.path.clone());
+            }
+        }
+        if differing.is_empty() {
+            differing.push(format!("{name} (same files, other archive bytes)"));
+        }
+    }
+    Ok(Rebuilt { differing })
+}
