@@ -856,3 +856,121 @@ fn run_watching(args: &[&str], password: &str) -> (Output, bool) {
     assert!(scans > 0);
     (child.wait_with_output().unwrap(), seen)
 }
+
+/// A tmpfs of `size` mounted for a test, unmounted when it ends (the folder holding the mount
+/// point goes after).
+#[allow(dead_code)]
+struct SmallDisk(PathBuf, tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let mount_point = dir.path().join("small");
+        fs::create_dir(&mount_point).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount_point)
+            .output()
+            .expect("mount is needed (util-linux), as root");
+        assert!(
+            mounted.status.success(),
+            "cannot mount a tmpfs (these tests run as root): {}",
+            text(&mounted)
+        );
+        SmallDisk(mount_point, dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_backup_onto_a_full_disk_ends_at_once_naming_the_cause_and_leaves_nothing() {
+    let db = TestDb::new("full_disk");
+    // About 8 MB of rows that do not compress: a dump far larger than the disk.
+    db.query(
+        "CREATE TABLE noise AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS body FROM generate_series(1, 80000) AS g",
+    );
+    let disk = SmallDisk::mount("1m");
+    let mut child = xtask_command(
+        &clone().dir,
+        &[
+            "backup",
+            PG_HOST,
+            "5432",
+            &db.name,
+            "postgres",
+            disk.0.to_str().unwrap(),
+            "--compress",
+            "0",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("backup onto a full disk did not end within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("No space left on device"), "{message}");
+    assert!(
+        message.contains(&format!(
+            "the backup into {} failed; no backup was written",
+            disk.0.display()
+        )),
+        "{message}"
+    );
+    let left: Vec<_> = fs::read_dir(&disk.0)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "the full disk still holds {left:?}");
+    // No pg_dump is left waiting on a pipe.
+    let dumps = Command::new("pgrep")
+        .args(["-f", &format!("pg_dump.*{}", db.name)])
+        .output()
+        .unwrap();
+    assert!(
+        dumps.stdout.is_empty(),
+        "pg_dump still runs: {}",
+        text(&dumps)
+    );
+}
+
+#[test]
+fn backups_and_their_checksums_are_the_owners_alone_whatever_the_umask() {
+    let db = TestDb::new("private_backup");
+    db.query("CREATE TABLE customer (name text); INSERT INTO customer VALUES ('Ada')");
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg("umask 000 && exec \"$0\" xtask backup 127.0.0.1 5432 \"$1\" postgres \"$2\"")
+        .arg(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .arg(&db.name)
+        .arg(dir.path())
+        .current_dir(&clone().dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let mut modes = Vec::new();
+    for entry in fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&entry.metadata().unwrap().permissions());
+        modes.push((entry.file_name().into_string().unwrap(), mode & 0o777));
+    }
+    assert_eq!(modes.len(), 2, "{modes:?}");
+    assert!(modes.iter().all(|(_, mode)| *mode == 0o600), "{modes:?}");
+    assert!(text(&output).contains("checksum: "), "{}", text(&output));
+}

@@ -45,6 +45,12 @@ fn capture(env: &str, dest: &Path, url: &str, out: &Path) -> (String, Vec<(Strin
     );
     let checked = tool(out, "sha256sum", &["-c", &format!("{name}.sha256")]);
     assert!(checked.status.success(), "{}", text(&checked));
+    // Evidence holds logs and customer data: the owner's alone.
+    for file in [bundle.clone(), format!("{bundle}.sha256")] {
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&file).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
     let raw = fs::read(&bundle).unwrap();
     assert!(!String::from_utf8_lossy(&raw).contains(PASSWORD));
     let unpacked = out.join("unpacked");

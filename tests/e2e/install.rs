@@ -29,7 +29,7 @@ fn host_command(program: &Path) -> Command {
 }
 
 /// `./install.sh <args>` from the payload folder.
-fn install_sh(payload: &Path, args: &[&str]) -> Output {
+pub fn install_sh(payload: &Path, args: &[&str]) -> Output {
     host_command(&payload.join("install.sh"))
         .args(args)
         .current_dir(payload)

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::deploy::{deploy, release_1_2_0};
+use crate::signing::make_key;
 use crate::support::{TestDb, clone, free_port, lock, text, workspace_root};
 
 /// One runnable block of a runbook and the success fragments quoted after it.
@@ -152,30 +153,14 @@ fn the_release_deploy_and_rollback_runbooks_run_as_written() {
     let port = free_port();
     // The release manager's key (step 0 of release.md, done here), in place of ~/.ssh.
     let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("saulpos-release");
-    let made = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "release@saulpos",
-            "-f",
-        ])
-        .arg(&key)
-        .output()
-        .expect("ssh-keygen is needed: apt-get install openssh-client");
-    assert!(made.status.success(), "{}", text(&made));
-    let public = fs::read_to_string(keys.path().join("saulpos-release.pub")).unwrap();
-    let fields: Vec<&str> = public.split_whitespace().collect();
-    let allowed = keys.path().join("saulpos-allowed_signers");
-    fs::write(
-        &allowed,
-        format!("release@saulpos {} {}\n", fields[0], fields[1]),
+    make_key(keys.path(), "release");
+    fs::rename(
+        keys.path().join("release"),
+        keys.path().join("saulpos-release"),
     )
     .unwrap();
+    let allowed = keys.path().join("saulpos-allowed_signers");
+    fs::rename(keys.path().join("release.allowed_signers"), &allowed).unwrap();
     let substitutions = |dest: &Path| {
         [
             ("http://localhost:8080", format!("http://127.0.0.1:{port}")),

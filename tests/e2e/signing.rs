@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use crate::deploy::{deploy, live, run, snapshot};
 use crate::hostile::{Evil, flip_a_byte, hex, unpack_payload, write_evil_release};
+use crate::install::install_sh;
 use crate::package::release_1_0_0;
 use crate::support::{clone, git, lock, text, tool, workspace_root, xtask_command};
 
@@ -30,7 +31,9 @@ impl Keys {
     }
 }
 
-fn make_key(dir: &Path, name: &str) {
+/// A throwaway Ed25519 key `name` in `dir`, and `<name>.allowed_signers` trusting it as
+/// `<name>@saulpos`.
+pub fn make_key(dir: &Path, name: &str) {
     let key = dir.join(name);
     let made = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
@@ -315,16 +318,6 @@ fn a_signing_key_is_a_file_named_never_the_key_itself_and_a_bad_one_stops_packag
     assert!(message.contains("is not an SSH key file"), "{message}");
     assert!(!message.contains("Compiling saulpos-server"), "{message}");
     assert!(!clone().dir.join("dist/5.0.0").exists());
-}
-
-/// `./install.sh <args>` from `payload` on a host: nothing but PATH.
-fn install_sh(payload: &Path, args: &[&str]) -> Output {
-    Command::new(payload.join("install.sh"))
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap()
 }
 
 #[test]

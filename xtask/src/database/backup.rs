@@ -52,9 +52,10 @@ impl flags::Backup {
         );
         let dumped = dump(&server, &self.database, self.compress, &final_path)?;
         let checksum_path = self.backup_dir.join(format!("{name}.sha256"));
-        durable::write(
+        durable::write_with_mode(
             &checksum_path,
             checksum::line(&dumped.sha256, &name).as_bytes(),
+            0o600,
         )?;
         let elapsed = started.elapsed();
         eprintln!(
@@ -142,7 +143,8 @@ fn dump(
         .context("cannot start pg_restore to verify the dump")?;
     let verify_errors = collect_stderr(&mut verifier);
 
-    let file = fs::File::create(&temporary.0)
+    // A backup holds customer data: its owner's alone, whatever the umask.
+    let file = durable::create_private(&temporary.0)
         .with_context(|| format!("cannot create {}", temporary.0.display()))?;
     let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let mut source = pg_dump.stdout.take().expect("stdout is piped");
@@ -172,6 +174,22 @@ fn dump(
     })();
     drop(sink);
     progress.finish(writer.written());
+    if let Err(error) = copied {
+        // The backup cannot be written (a full disk, say): end both sides of the pipeline now,
+        // or pg_dump would wait for ever on its full pipe.
+        drop(source);
+        let _ = pg_dump.kill();
+        let _ = pg_dump.wait();
+        let _ = verifier.kill();
+        let _ = verifier.wait();
+        let folder = final_path.parent().unwrap_or(Path::new("."));
+        return Err(error).with_context(|| {
+            format!(
+                "the backup into {} failed; no backup was written (free space there, or choose another folder)",
+                folder.display()
+            )
+        });
+    }
     let dump_status = pg_dump.wait().context("pg_dump did not finish")?;
     let dump_errors = dump_errors.join().unwrap_or_default();
     if !dump_status.success() {
@@ -184,7 +202,6 @@ fn dump(
             hint(&dump_errors)
         );
     }
-    copied?;
     let (buffered, sha256, size) = writer.finish();
     let file = buffered
         .into_inner()

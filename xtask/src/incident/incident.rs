@@ -33,7 +33,8 @@ impl flags::Incident {
             .out
             .clone()
             .unwrap_or_else(|| payload.dir.join("incidents"));
-        fs::create_dir_all(&out_dir)
+        // Evidence holds logs and customer data: the folder and the files, the owner's alone.
+        durable::create_private_dir_all(&out_dir)
             .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
         let now = utc::now();
         let severity = self.severity.label();
@@ -185,7 +186,7 @@ impl flags::Incident {
         let name = format!("{stem}.tar.gz");
         let final_path = out_dir.join(&name);
         let temporary = durable::temporary_name(&final_path);
-        let file = fs::File::create(&temporary)
+        let file = durable::create_private(&temporary)
             .with_context(|| format!("cannot create {}", temporary.display()))?;
         let mut writer = HashingWriter::new(BufWriter::new(file));
         let written =
@@ -204,9 +205,10 @@ impl flags::Incident {
             }
         };
         fs::rename(&temporary, &final_path)?;
-        durable::write(
+        durable::write_with_mode(
             &out_dir.join(format!("{name}.sha256")),
             checksum::line(&digest, &name).as_bytes(),
+            0o600,
         )?;
         let failed: Vec<&str> = bundle
             .results

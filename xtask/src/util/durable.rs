@@ -76,6 +76,34 @@ pub fn remove_partials(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates (or truncates) `path` readable and writable by its owner only (0600), whatever the
+/// umask: for what holds customer data or logs (backups, evidence bundles).
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// Creates `dir` and the folders above it that are missing, each open to its owner only (0700);
+/// folders that exist keep their mode.
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
 /// Writes `bytes` to `path` atomically with the permission bits `mode`, whatever the umask.
 pub fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     write_as(path, bytes, Some(mode))
