@@ -25,21 +25,28 @@ need_cmd() {
 }
 
 # Who is acting, for the history and the lock: the sudo user, the login, or the uid's name.
+# Sets REPLY (no subshell: these run on every install).
 current_user() {
-  local name="${SUDO_USER:-${USER:-${LOGNAME:-}}}"
-  if [[ -z "$name" ]]; then
-    name="$(id -un 2>/dev/null || printf 'uid %s' "$(id -u)")"
+  REPLY="${SUDO_USER:-${USER:-${LOGNAME:-}}}"
+  if [[ -z "$REPLY" ]]; then
+    REPLY="$(id -un 2>/dev/null || printf 'uid %s' "$(id -u)")"
   fi
-  printf '%s' "$name"
 }
 
+# The time now, RFC 3339 in UTC, in REPLY.
 utc_now() {
-  date -u +%Y-%m-%dT%H:%M:%SZ
+  local -x TZ=UTC0
+  printf -v REPLY '%(%Y-%m-%dT%H:%M:%SZ)T' -1
 }
 
-# A JSON string literal for $1, escaped as serde_json escapes it.
+# A JSON string literal for $1, escaped as serde_json escapes it, in REPLY; null for an empty
+# value with $2 = null.
 json_string() {
   local text="$1" out='' char code index
+  if [[ -z "$text" && "${2:-}" == null ]]; then
+    REPLY=null
+    return
+  fi
   text="${text//\\/\\\\}"
   text="${text//\"/\\\"}"
   text="${text//$'\n'/\\n}"
@@ -58,12 +65,7 @@ json_string() {
     done
     text="$out"
   fi
-  printf '"%s"' "$text"
-}
-
-# json_string, or null for an empty value.
-json_or_null() {
-  if [[ -n "$1" ]]; then json_string "$1"; else printf 'null'; fi
+  REPLY="\"$text\""
 }
 
 # Takes the payload folder's lock for the rest of this process (flock on deploy.lock, the same
@@ -83,7 +85,11 @@ take_lock() {
     done <"$lock" || true
     err "$dir is locked: ${what:-?} by ${user:-?} (pid ${pid:-?}) since ${since:-?} holds it; wait for it to finish and run again"
   fi
-  printf 'pid=%s\nuser=%s\naction=%s\nsince=%s\n' "$$" "$(current_user)" "$action" "$(utc_now)" >"$lock"
+  local who
+  current_user
+  who="$REPLY"
+  utc_now
+  printf 'pid=%s\nuser=%s\naction=%s\nsince=%s\n' "$$" "$who" "$action" "$REPLY" >"$lock"
 }
 
 # Removes what interrupted runs left (.<name>.partial-<pid>); only called under the lock, so
@@ -101,11 +107,21 @@ remove_partials() {
 
 # Appends one line to history.log, as `cargo xtask deploy` writes it, and syncs it.
 record() {
-  local dir="$1" action="$2" from="$3" to="$4" reason="$5"
-  printf '{"action":%s,"from":%s,"reason":%s,"time":%s,"to":%s,"user":%s}\n' \
-    "$(json_string "$action")" "$(json_or_null "$from")" "$(json_or_null "$reason")" \
-    "$(json_string "$(utc_now)")" "$(json_string "$to")" "$(json_string "$(current_user)")" \
-    >>"$dir/history.log"
+  local dir="$1" action="$2" from="$3" to="$4" reason="$5" line
+  json_string "$action"
+  line="{\"action\":$REPLY"
+  json_string "$from" null
+  line+=",\"from\":$REPLY"
+  json_string "$reason" null
+  line+=",\"reason\":$REPLY"
+  utc_now
+  line+=",\"time\":\"$REPLY\""
+  json_string "$to"
+  line+=",\"to\":$REPLY"
+  current_user
+  json_string "$REPLY"
+  line+=",\"user\":$REPLY}"
+  printf '%s\n' "$line" >>"$dir/history.log"
   sync -- "$dir/history.log"
 }
 
@@ -155,7 +171,8 @@ safe_manifest_path() {
 # there, every file with its mode and SHA-256. Prints each problem; fails on any.
 check_release() {
   local dir="$1" top="$2" manifest="${3:-$1/manifest.txt}" line path kind rest relative
-  local mode actual sums='' problems=0
+  local mode sums='' problems=0 index
+  local -a actual=() checked_files=() checked_modes=()
   if [[ ! -f "$manifest" ]]; then
     say "problem: $manifest is missing"
     return 1
@@ -190,11 +207,8 @@ check_release() {
           problems=1
           continue
         fi
-        actual="$(stat -c %a -- "$dir/$relative")"
-        if ((8#$actual != (8#$mode & 8#755))); then
-          say "problem: $dir/$relative has mode $actual, the manifest says $mode"
-          problems=1
-        fi
+        checked_files+=("$dir/$relative")
+        checked_modes+=("$mode")
         ;;
       *)
         say "problem: the manifest lists $path as a $kind, which a release never holds"
@@ -202,6 +216,16 @@ check_release() {
         ;;
     esac
   done <"$manifest"
+  # The modes, all in one stat.
+  if ((${#checked_files[@]} > 0)); then
+    mapfile -t actual < <(stat -c %a -- "${checked_files[@]}")
+    for index in "${!checked_files[@]}"; do
+      if ((8#${actual[index]:-0} != (8#${checked_modes[index]} & 8#755))); then
+        say "problem: ${checked_files[index]} has mode ${actual[index]:-?}, the manifest says ${checked_modes[index]}"
+        problems=1
+      fi
+    done
+  fi
   if ((problems == 0)) && [[ -n "$sums" ]]; then
     if ! (cd -- "$dir" && printf '%s' "$sums" | sha256sum -c --quiet --strict - >/dev/null 2>&1); then
       while IFS= read -r line; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install.sh: installs saulpos-server @VERSION@ for the @ENV@ environment from this payload into
 # <dest>/saulpos-@ENV@/, as `cargo xtask deploy @ENV@ @VERSION@ <dest>` would. Written by
-# `cargo xtask package`; needs bash, coreutils, GNU tar and util-linux only.
+# `cargo xtask package`; needs bash, coreutils, GNU tar with gzip (which tar -z runs) and util-linux only.
 set -euo pipefail
 
 ENV="@ENV@"
@@ -45,6 +45,9 @@ verify_payload() {
   for name in "$ARCHIVE" "$ARCHIVE.sha256" manifest.txt manifest.json SHA256SUMS; do
     [[ -f "$here/$name" ]] || err "refused: this payload has no $name; download the payload again; nothing was installed"
   done
+  # The archive is decompressed once, outside <dest>, for both the listing and the extraction.
+  tarball="$(mktemp "${TMPDIR:-/tmp}/saulpos-install.XXXXXX")"
+  trap 'rm -f -- "$tarball"' EXIT
   # Its SHA256SUMS lists every other file it holds; with allowed signers, a key of theirs signed it.
   if [[ -n "$allowed_signers" ]]; then
     verify_signature "$here/SHA256SUMS" "$here/SHA256SUMS.sig" "$allowed_signers" ||
@@ -65,7 +68,8 @@ verify_payload() {
   read -r sum name <"$here/$ARCHIVE.sha256" || true
   [[ "${name#\*}" == "$ARCHIVE" ]] ||
     err "refused: $ARCHIVE.sha256 names ${name:-nothing}, not $ARCHIVE; download the payload again; nothing was installed"
-  (cd -- "$here" && sha256sum -c --status --strict -- "$ARCHIVE.sha256") ||
+  # SHA256SUMS, checked above, hashed the archive already: its .sha256 must say the same.
+  [[ "$sums" == *$'\n'"$sum  $ARCHIVE"$'\n'* ]] ||
     err "refused: $ARCHIVE does not match its checksum $ARCHIVE.sha256 (damaged or replaced); download the payload again; nothing was installed"
   manifest=$'\n'"$(<"$here/manifest.txt")"$'\n'
   [[ "$manifest" == *$'\n'"version: $VERSION"$'\n'* &&
@@ -79,6 +83,8 @@ verify_payload() {
       err "refused: the manifest lists the entry \"$path\", which is unsafe (outside $TOP/, absolute, or climbing with ..); nothing was installed"
     expected+="$path"$'\n'
   done <"$here/manifest.txt"
+  gzip -dc -- "$here/$ARCHIVE" >"$tarball" ||
+    err "refused: $ARCHIVE does not decompress (damaged); download the payload again; nothing was installed"
   while IFS= read -r line; do
     read -r perms owner size day time path rest <<<"$line"
     : "$owner" "$size" "$day" "$time"
@@ -93,7 +99,7 @@ verify_payload() {
     safe_manifest_path "$path" "$TOP" ||
       err "refused: the archive's entry \"$path\" is unsafe (outside $TOP/, absolute, or climbing with ..); nothing was installed"
     listed+="$path"$'\n'
-  done < <(tar --numeric-owner -tvzf "$here/$ARCHIVE")
+  done < <(tar --numeric-owner -tvf "$tarball")
   [[ "$listed" == "$expected" ]] ||
     err "refused: the archive's entries are not the ones its manifest lists; download the payload again; nothing was installed"
 }
@@ -102,6 +108,8 @@ verify_payload() {
 # the manifest, and renames it into place. Reuses an intact copy already there.
 install_release() {
   local target="$payload_dir/releases/$VERSION" stage line path rest relative mode
+  local -A by_mode=()
+  local -a written=() paths=()
   if [[ -d "$target" ]] && check_release "$target" "$TOP" >/dev/null 2>&1; then
     say "$target is already there and intact"
     return 0
@@ -109,7 +117,7 @@ install_release() {
   stage="$payload_dir/releases/.$VERSION.partial-$$"
   rm -rf -- "$stage"
   mkdir -- "$stage"
-  tar -xzf "$here/$ARCHIVE" -C "$stage" --strip-components=1 --no-same-owner --no-same-permissions ||
+  tar -xf "$tarball" -C "$stage" --strip-components=1 --no-same-owner --no-same-permissions ||
     err "cannot extract $ARCHIVE into $stage; check the free space under $dest; the live release is unchanged"
   while IFS= read -r line; do
     [[ "$line" == "file: "* ]] || continue
@@ -117,15 +125,22 @@ install_release() {
     relative="${path#"$TOP"}"
     relative="${relative#/}"
     [[ "$rest" =~ mode=([0-7]{4}) ]] || continue
-    mode="${BASH_REMATCH[1]}"
-    chmod "$(printf '%o' $((8#$mode & 8#755)))" -- "$stage/${relative:-.}"
+    printf -v mode '%o' $((8#${BASH_REMATCH[1]} & 8#755))
+    by_mode[$mode]+="$stage/${relative:-.}"$'\n'
+    written+=("$stage/${relative:-.}")
   done <"$here/manifest.txt"
+  # One chmod per mode, as the manifest gives them (never more than 0755).
+  for mode in "${!by_mode[@]}"; do
+    mapfile -t paths <<<"${by_mode[$mode]%$'\n'}"
+    chmod "$mode" -- "${paths[@]}"
+  done
   cp -- "$here/manifest.json" "$here/manifest.txt" "$here/$ARCHIVE.sha256" "$here/SHA256SUMS" "$stage/"
   [[ ! -f "$here/SHA256SUMS.sig" ]] || cp -- "$here/SHA256SUMS.sig" "$stage/"
   chmod 644 -- "$stage"/manifest.json "$stage"/manifest.txt "$stage/$ARCHIVE.sha256" "$stage"/SHA256SUMS*
   check_release "$stage" "$TOP" ||
     err "refused: the extracted files do not match the manifest; the live release is unchanged"
-  sync -f -- "$stage"
+  # Every file and folder on disk before the rename makes the release visible.
+  sync -- "${written[@]}" "$stage"/manifest.json "$stage"/manifest.txt "$stage/$ARCHIVE.sha256" "$stage"/SHA256SUMS*
   if [[ -e "$target" ]]; then
     say "$target was damaged; replacing it"
     mv -T -- "$target" "$payload_dir/releases/.$VERSION-damaged.partial-$$"
@@ -207,7 +222,7 @@ main() {
   [[ -n "$dest" ]] || err "give the folder to install into, e.g. ./install.sh /opt/saulpos; see ./install.sh --help"
   [[ "$keep" =~ ^[0-9]+$ ]] || err "--keep $keep is not a number; give e.g. --keep 5"
   ((keep >= 2)) || err "--keep $keep would not keep the release to roll back to; use 2 or more"
-  need_cmd tar sha256sum flock sort stat readlink mv cp ln tac date id sync
+  need_cmd tar gzip mktemp sha256sum flock sort stat readlink mv cp ln tac id sync
   started="$(date +%s%N)"
 
   here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"

@@ -1,6 +1,8 @@
 //! `cargo xtask verify <version> --rebuild`: packages the recorded commit again in a fresh
 //! worktree (another path, so the check covers path independence too) with the recorded
-//! toolchain, and compares the server archive byte for byte with the one in `dist/`.
+//! toolchain, and compares the release byte for byte with the one in `dist/`: the archive, the
+//! manifests, the SBOM, the provenance, and (for an unsigned release) the payloads and
+//! SHA256SUMS.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use xshell::{Shell, cmd};
 
 use crate::project_root;
 use crate::release::manifest::{self, Manifest};
+use crate::release::signature;
 use crate::util::durable;
 
 /// What the rebuild found: the files that differ, none when reproduced.
@@ -106,27 +109,49 @@ pub fn rebuild(sh: &Shell, release_dir: &Path, version: &str) -> anyhow::Result<
     }
     let rebuilt_dir = dist.join(version);
     let mut differing = Vec::new();
-    let name = &manifest.archive.name;
-    let original = fs::read(release_dir.join(name))?;
-    let again =
-        fs::read(rebuilt_dir.join(name)).with_context(|| format!("the rebuild wrote no {name}"))?;
-    if original != again {
+    let mut compared = Vec::new();
+    // A signature cannot be made again without the key, and the payloads and SHA256SUMS of a
+    // signed release carry one: those are compared only for an unsigned release.
+    let signed = release_dir.join(signature::SIG).is_file();
+    let mut names: Vec<String> = fs::read_dir(release_dir)?
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.') && name != signature::SIG)
+        .filter(|name| {
+            !(signed
+                && (name == signature::SUMS
+                    || name.starts_with("saulpos-") && !name.starts_with("saulpos-server-")))
+        })
+        .collect();
+    names.sort();
+    for name in &names {
+        let original = fs::read(release_dir.join(name))?;
+        match fs::read(rebuilt_dir.join(name)) {
+            Ok(again) if again == original => compared.push(name.clone()),
+            Ok(_) => differing.push(name.clone()),
+            Err(_) => differing.push(format!("{name} (the rebuild wrote none)")),
+        }
+    }
+    // Inside the archive, which files differ.
+    let archive = &manifest.archive.name;
+    if differing.iter().any(|name| name == archive) {
         let rebuilt =
             Manifest::from_json(&fs::read_to_string(rebuilt_dir.join(manifest::JSON_NAME))?)?;
         for file in &manifest.files {
             let other = rebuilt.files.iter().find(|other| other.path == file.path);
             if other != Some(file) {
-                differing.push(file.path.clone());
+                differing.push(format!("{archive}: {}", file.path));
             }
-        }
-        for other in &rebuilt.files {
-            if !manifest.files.iter().any(|file| file.path == other.path) {
-                differing.push(other.path.clone());
-            }
-        }
-        if differing.is_empty() {
-            differing.push(format!("{name} (same files, other archive bytes)"));
         }
     }
+    eprintln!(
+        "compared {} files with the rebuild{}",
+        compared.len() + differing.len(),
+        if signed {
+            " (not the payloads and SHA256SUMS, which carry the signature)"
+        } else {
+            ""
+        }
+    );
     Ok(Rebuilt { differing })
 }

@@ -118,7 +118,7 @@ impl flags::Verify {
         }
         if reproduced == Some(true) {
             eprintln!(
-                "reproduced: the recorded commit, built again at another path, gives the same archive byte for byte"
+                "reproduced: the recorded commit, built again at another path, gives the same release byte for byte"
             );
         }
         Ok(())
