@@ -56,8 +56,13 @@ verify_payload() {
   else
     say "signatures were not checked: no $dest/allowed_signers (or --allowed-signers)"
   fi
-  (cd -- "$here" && sha256sum -c --strict --quiet SHA256SUMS >/dev/null 2>&1) ||
+  # Decompress while the payload is hashed: both must finish before anything is used.
+  gzip -dc -- "$here/$ARCHIVE" >"$tarball" 2>/dev/null &
+  local unzipping=$!
+  if ! (cd -- "$here" && sha256sum -c --strict --quiet SHA256SUMS >/dev/null 2>&1); then
+    wait "$unzipping" || true
     err "refused: the payload's files do not match its SHA256SUMS (damaged or replaced); download the payload again; nothing was installed"
+  fi
   sums=$'\n'"$(<"$here/SHA256SUMS")"$'\n'
   for path in "$here"/*; do
     name="${path##*/}"
@@ -83,7 +88,7 @@ verify_payload() {
       err "refused: the manifest lists the entry \"$path\", which is unsafe (outside $TOP/, absolute, or climbing with ..); nothing was installed"
     expected+="$path"$'\n'
   done <"$here/manifest.txt"
-  gzip -dc -- "$here/$ARCHIVE" >"$tarball" ||
+  wait "$unzipping" ||
     err "refused: $ARCHIVE does not decompress (damaged); download the payload again; nothing was installed"
   while IFS= read -r line; do
     read -r perms owner size day time path rest <<<"$line"
