@@ -132,12 +132,16 @@ live_version() {
   printf '%s' "${target##*/}"
 }
 
-# The release live before the live one: the `from` of the last switch to it, if still kept.
+# The release live before the live one ($2, else read): the `from` of the last switch to it, if
+# still kept.
 previous_version() {
-  local dir="$1" live line from to
-  live="$(live_version "$dir")"
+  local dir="$1" live="${2:-}" line from to index
+  local -a lines=()
+  [[ -n "$live" ]] || live="$(live_version "$dir")"
   [[ -n "$live" && -f "$dir/history.log" ]] || return 0
-  while IFS= read -r line; do
+  mapfile -t lines <"$dir/history.log"
+  for ((index = ${#lines[@]} - 1; index >= 0; index--)); do
+    line="${lines[index]}"
     [[ "$line" =~ \"from\":\"([^\"]*)\" ]] || continue
     from="${BASH_REMATCH[1]}"
     [[ "$line" =~ \"to\":\"([^\"]*)\" ]] || continue
@@ -146,7 +150,7 @@ previous_version() {
       printf '%s' "$from"
       return 0
     fi
-  done < <(tac -- "$dir/history.log")
+  done
 }
 
 # Points `current` at releases/<version> in one rename.

@@ -119,8 +119,8 @@ install_release() {
     say "$target is already there and intact"
     return 0
   fi
+  # remove_partials cleared any leftover under this name.
   stage="$payload_dir/releases/.$VERSION.partial-$$"
-  rm -rf -- "$stage"
   mkdir -- "$stage"
   tar -xf "$tarball" -C "$stage" --strip-components=1 --no-same-owner --no-same-permissions ||
     err "cannot extract $ARCHIVE into $stage; check the free space under $dest; the live release is unchanged"
@@ -158,34 +158,32 @@ install_release() {
   say "extracted $target"
 }
 
-# Copies one of this payload's files into the payload folder under a temporary name, then renames.
-put_file() {
-  local name="$1" mode="$2" temporary="$payload_dir/.$1.partial-$$"
-  cp -- "$here/$name" "$temporary"
-  chmod "$mode" -- "$temporary"
-  mv -T -- "$temporary" "$payload_dir/$name"
-}
-
-# The files around the releases: the same bytes `cargo xtask deploy` writes.
+# The files around the releases: the same bytes `cargo xtask deploy` writes. Each is written
+# under a temporary name with its mode, then renamed into place.
 write_payload_files() {
-  local unit="saulpos-$ENV.service" temporary name text
-  put_file run.sh 755
-  put_file rollback.sh 755
-  put_file saulpos.env.example 644
-  temporary="$payload_dir/.$unit.partial-$$"
+  local unit="saulpos-$ENV.service" name text
+  local part=".partial-$$"
+  install -m 755 -- "$here/run.sh" "$payload_dir/.run.sh$part"
+  install -m 755 -- "$here/rollback.sh" "$payload_dir/.rollback.sh$part"
+  install -m 644 -- "$here/saulpos.env.example" "$payload_dir/.saulpos.env.example$part"
   text="$(<"$here/$unit")"
-  printf '%s\n' "${text//@PAYLOAD_DIR@/"$payload_dir"}" >"$temporary"
-  chmod 644 -- "$temporary"
-  mv -T -- "$temporary" "$payload_dir/$unit"
-  for name in manifest.txt manifest.json; do
-    [[ -e "$payload_dir/$name" || -L "$payload_dir/$name" ]] || ln -s -- "current/$name" "$payload_dir/$name"
+  printf '%s\n' "${text//@PAYLOAD_DIR@/"$payload_dir"}" >"$payload_dir/.$unit$part"
+  chmod 644 -- "$payload_dir/.$unit$part"
+  for name in run.sh rollback.sh saulpos.env.example "$unit"; do
+    mv -T -- "$payload_dir/.$name$part" "$payload_dir/$name"
   done
+  if [[ ! -e "$payload_dir/manifest.txt" && ! -L "$payload_dir/manifest.txt" ]]; then
+    ln -s -- current/manifest.txt current/manifest.json "$payload_dir/"
+  fi
 }
 
 # Removes the oldest releases beyond --keep, never the live one or the one before it.
 prune() {
   local live="$1" previous="$2" excess version
   local -a versions=()
+  local -a folders=("$payload_dir"/releases/[0-9]*/)
+  # Nothing to prune: spare the sort.
+  ((${#folders[@]} > keep)) || return 0
   mapfile -t versions < <(kept_versions "$payload_dir")
   excess=$((${#versions[@]} - keep))
   for version in "${versions[@]}"; do
@@ -227,8 +225,8 @@ main() {
   [[ -n "$dest" ]] || err "give the folder to install into, e.g. ./install.sh /opt/saulpos; see ./install.sh --help"
   [[ "$keep" =~ ^[0-9]+$ ]] || err "--keep $keep is not a number; give e.g. --keep 5"
   ((keep >= 2)) || err "--keep $keep would not keep the release to roll back to; use 2 or more"
-  need_cmd tar gzip mktemp sha256sum flock sort stat readlink mv cp ln tac id sync
-  started="$(date +%s%N)"
+  need_cmd tar gzip mktemp sha256sum flock sort stat readlink mv cp install ln id sync
+  started="${EPOCHREALTIME/./}"
 
   here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
   [[ -d "$dest" ]] || err "$dest does not exist; create it (e.g. sudo install -d -o \$USER $dest) and run again"
@@ -262,8 +260,8 @@ main() {
   before="$(live_version "$payload_dir")"
   [[ "$before" == "$VERSION" ]] || switch_to "$payload_dir" "$VERSION"
   record "$payload_dir" deploy "$before" "$VERSION" "$reason"
-  say "live release of $ENV: $VERSION (was ${before:-none}) in $((($(date +%s%N) - started) / 1000000)) ms"
-  previous="$(previous_version "$payload_dir")"
+  say "live release of $ENV: $VERSION (was ${before:-none}) in $(((${EPOCHREALTIME/./} - started) / 1000)) ms"
+  previous="$(previous_version "$payload_dir" "$VERSION")"
   prune "$VERSION" "$previous"
 
   url="$(health_url "$payload_dir")"

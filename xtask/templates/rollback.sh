@@ -41,7 +41,7 @@ main() {
       *) err "unknown argument $1; see ./rollback.sh --help" ;;
     esac
   done
-  need_cmd sha256sum flock sort paste stat readlink mv ln tac id sync
+  need_cmd sha256sum flock sort paste stat readlink mv ln id sync
   local dir
   dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
   [[ -d "$dir/releases" ]] || err "$dir holds no releases; install one with install.sh first"
