@@ -471,3 +471,100 @@ fn deploys_killed_at_any_moment_leave_a_complete_live_release_and_the_next_one_s
         .collect();
     assert!(hidden.is_empty(), "partials left: {hidden:?}");
 }
+
+#[test]
+fn deploy_restart_gates_on_health_and_smoke_and_switches_back_by_itself_when_they_fail() {
+    release_1_0_0();
+    release_1_2_0();
+    let db = TestDb::new("deploy_restart");
+    let dest = tempfile::tempdir().unwrap();
+    let payload = dest.path().join("saulpos-staging");
+    fs::create_dir_all(&payload).unwrap();
+    let port = free_port();
+    fs::write(
+        payload.join("saulpos.env"),
+        format!(
+            "SAULPOS_DB_URL={}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        payload.join("saulpos.env"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let _server = StopOnDrop(payload.join("run.sh"));
+    let url = format!("http://127.0.0.1:{port}");
+
+    // No systemd unit is active here: run.sh restart starts it, and the gate waits for UP and
+    // the smoke checks, at the port of saulpos.env.
+    for version in ["1.0.0", "1.2.0"] {
+        let output = deploy("staging", version, dest.path(), &["--restart"]);
+        let message = text(&output);
+        assert!(output.status.success(), "{message}");
+        assert!(
+            message.contains(&format!(
+                "{version} is UP at {url} and passed the smoke checks"
+            )),
+            "{message}"
+        );
+        let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
+        assert_eq!(info["version"], version);
+    }
+
+    // A release that does not come up (this restart command starts only 1.2.0): the deploy fails
+    // saying why, and 1.2.0 is live, restarted and healthy again, the switch back recorded.
+    let only_1_2_0 = "if [ \"$(readlink current)\" = releases/1.2.0 ]; then ./run.sh restart; else ./run.sh stop; fi";
+    let output = deploy(
+        "staging",
+        "1.0.0",
+        dest.path(),
+        &[
+            "--restart",
+            "--restart-command",
+            only_1_2_0,
+            "--health-timeout",
+            "3s",
+        ],
+    );
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains(&format!("1.0.0 failed its health gate at {url}"))
+            && message.contains("was not UP with version 1.0.0 within"),
+        "{message}"
+    );
+    assert!(
+        message.contains("1.2.0 is live again, UP and passing the smoke checks"),
+        "{message}"
+    );
+    assert!(
+        message.contains("the end of "),
+        "the log's end is shown: {message}"
+    );
+    assert_eq!(live(&payload), "releases/1.2.0");
+    let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
+    assert_eq!(info["version"], "1.2.0");
+    let history = fs::read_to_string(payload.join("history.log")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(last["action"], "rollback");
+    assert_eq!(last["from"], "1.0.0");
+    assert_eq!(last["to"], "1.2.0");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("automatic: 1.0.0 failed its health gate"),
+        "{last}"
+    );
+}
+
+/// Stops the server run.sh started in the background, whatever happens.
+struct StopOnDrop(PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.0).arg("stop").output();
+    }
+}

@@ -348,6 +348,22 @@ pub struct Deploy {
     /// <dest>/allowed_signers when it exists; without either, signatures are not checked).
     #[arg(long, value_name = "FILE")]
     pub allowed_signers: Option<PathBuf>,
+    /// After the switch, restart the service (systemctl restart saulpos-<env> where that unit is
+    /// active, else run.sh restart), wait until health is UP with the new version and the smoke
+    /// checks pass; if not, switch back, restart the release before, check it, and fail saying
+    /// why (the last health answer, the end of the log).
+    #[arg(long)]
+    pub restart: bool,
+    /// With --restart: the command that restarts the service (run by sh in the payload folder).
+    #[arg(long, value_name = "COMMAND", requires = "restart")]
+    pub restart_command: Option<String>,
+    /// With --restart: where the server answers (default http://127.0.0.1:<SAULPOS_SERVER_PORT
+    /// of saulpos.env, else 8080>).
+    #[arg(long, value_name = "URL", requires = "restart")]
+    pub health_url: Option<String>,
+    /// With --restart: how long the new release may take to be UP.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
     /// Print one JSON object describing the deploy on stdout (for CI).
     #[arg(long)]
     pub json: bool,

@@ -30,6 +30,10 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
             reason: Some("bench".to_owned()),
             dist: Some(dist.clone()),
             allowed_signers: None,
+            restart: false,
+            restart_command: None,
+            health_url: None,
+            health_timeout: std::time::Duration::from_secs(60),
             json: false,
         }
         .run(sh)

@@ -6,12 +6,15 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
+use crate::deploy::health;
+use crate::deploy::http::BaseUrl;
 use crate::deploy::payload::Payload;
 use crate::deploy::shipped::Shipped;
 use crate::release::manifest;
@@ -160,13 +163,58 @@ impl flags::Deploy {
         );
 
         let removed = prune(&payload, self.keep)?;
+        if self.restart {
+            let url = self
+                .health_url
+                .clone()
+                .unwrap_or_else(|| payload.health_url());
+            let gate = Gate {
+                payload: &payload,
+                command: self.restart_command.as_deref(),
+                url: &url,
+                timeout: self.health_timeout,
+            };
+            if let Err(why) = gate.pass(&version) {
+                let Some(previous) = before.as_deref().filter(|previous| *previous != version)
+                else {
+                    bail!(
+                        "{version} failed its health gate: {why:#}\nthere is no release before it to go back to; {version} stays live"
+                    );
+                };
+                eprintln!("{version} failed its health gate; switching back to {previous}");
+                payload.switch(previous)?;
+                let short = format!("{why:#}");
+                let short = short.lines().next().unwrap_or_default();
+                payload.record(
+                    "rollback",
+                    Some(&version),
+                    previous,
+                    Some(&format!(
+                        "automatic: {version} failed its health gate: {short}"
+                    )),
+                )?;
+                let back = match gate.pass(previous) {
+                    Ok(()) => format!("{previous} is live again, UP and passing the smoke checks"),
+                    Err(error) => {
+                        format!("{previous} is live again but NOT healthy either: {error:#}")
+                    }
+                };
+                bail!("{version} failed its health gate at {url}: {why:#}\n{back}");
+            }
+            step(
+                started,
+                &format!("{version} is UP at {url} and passed the smoke checks"),
+            );
+        }
         let service = payload.service_name();
-        eprintln!(
-            "next: restart the service to run {version}:\n  sudo systemctl restart {service}     (unit: {}/{service}.service)\n  or by hand: {}/run.sh\nthen wait for it:\n  cargo xtask health --url {} --expect-version {version}",
-            payload.dir.display(),
-            payload.dir.display(),
-            payload.health_url()
-        );
+        if !self.restart {
+            eprintln!(
+                "next: restart the service to run {version}:\n  sudo systemctl restart {service}     (unit: {}/{service}.service)\n  or by hand: {}/run.sh\nthen wait for it:\n  cargo xtask health --url {} --expect-version {version}",
+                payload.dir.display(),
+                payload.dir.display(),
+                payload.health_url()
+            );
+        }
         if self.json {
             let summary = json!({
                 "env": payload.env,
@@ -181,6 +229,88 @@ impl flags::Deploy {
             println!("{summary}");
         }
         Ok(())
+    }
+}
+
+/// The restart and the health gate of `deploy --restart`.
+struct Gate<'a> {
+    payload: &'a Payload,
+    command: Option<&'a str>,
+    url: &'a str,
+    timeout: std::time::Duration,
+}
+
+impl Gate<'_> {
+    /// Restarts the service on the live release and checks it: UP with `version`, then the
+    /// smoke checks. The error says what failed, with the end of the log.
+    fn pass(&self, version: &str) -> anyhow::Result<()> {
+        let how = self.restart()?;
+        eprintln!(
+            "restarted with {how}; waiting for {version} at {}",
+            self.url
+        );
+        let base = BaseUrl::parse(self.url)?;
+        if let Err(down) = health::wait_up(
+            &base,
+            Some(version),
+            self.timeout,
+            std::time::Duration::from_millis(250),
+        ) {
+            bail!("{down}{}", self.log_tail());
+        }
+        flags::Smoke {
+            url: self.url.to_owned(),
+            expect_version: Some(version.to_owned()),
+            request_timeout: std::time::Duration::from_secs(5),
+            json: false,
+        }
+        .run()
+        .map_err(|error| anyhow::anyhow!("{error:#}{}", self.log_tail()))
+    }
+
+    fn restart(&self) -> anyhow::Result<String> {
+        let service = self.payload.service_name();
+        let (how, mut command) = if let Some(command) = self.command {
+            let mut shell = Command::new("sh");
+            shell.arg("-c").arg(command);
+            (format!("`{command}`"), shell)
+        } else if Command::new("systemctl")
+            .args(["is-active", "--quiet", &service])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+        {
+            let mut systemctl = Command::new("systemctl");
+            systemctl.args(["restart", &service]);
+            (format!("systemctl restart {service}"), systemctl)
+        } else {
+            let run_sh = self.payload.dir.join("run.sh");
+            let mut run = Command::new(&run_sh);
+            run.arg("restart");
+            (format!("{} restart", run_sh.display()), run)
+        };
+        let status = command
+            .current_dir(&self.payload.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("cannot run {how}"))?;
+        if !status.success() {
+            bail!("{how} failed ({status}){}", self.log_tail());
+        }
+        Ok(how)
+    }
+
+    /// The last lines of the payload's log, if run.sh keeps one.
+    fn log_tail(&self) -> String {
+        let log = self.payload.dir.join("logs/saulpos.log");
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.is_empty() {
+            return String::new();
+        }
+        let tail = &lines[lines.len().saturating_sub(15)..];
+        format!("\nthe end of {}:\n  {}", log.display(), tail.join("\n  "))
     }
 }
 

@@ -12,56 +12,112 @@ use crate::flags;
 impl flags::Health {
     pub fn run(self) -> anyhow::Result<()> {
         let base = BaseUrl::parse(&self.url)?;
-        let started = Instant::now();
-        let deadline = started + self.timeout;
-        let mut polls = 0;
-        let mut last = String::from("no answer yet");
-        loop {
-            polls += 1;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let request_timeout = left.clamp(Duration::from_millis(100), Duration::from_secs(5));
-            match check(&base, self.expect_version.as_deref(), request_timeout) {
-                Ok((health, version)) => {
-                    let elapsed = started.elapsed().as_secs_f64();
-                    eprintln!(
-                        "UP at {} after {elapsed:.1}s ({polls} polls), version {version}",
-                        base.show("/actuator/health")
-                    );
-                    if self.json {
-                        let out = json!({"status": "UP", "version": version, "health": health, "seconds": elapsed});
-                        println!("{out}");
-                    } else {
-                        println!("{health}");
-                    }
-                    return Ok(());
+        let waited = wait_up(
+            &base,
+            self.expect_version.as_deref(),
+            self.timeout,
+            self.interval,
+        );
+        match waited {
+            Ok(up) => {
+                if self.json {
+                    let out = json!({"status": "UP", "version": up.version, "health": up.health, "seconds": up.seconds});
+                    println!("{out}");
+                } else {
+                    println!("{}", up.health);
                 }
-                Err(error) => {
-                    let message = format!("{error:#}");
-                    if message != last {
-                        eprintln!("[{:>5.1}s] {message}", started.elapsed().as_secs_f64());
-                    }
-                    last = message;
+                Ok(())
+            }
+            Err(down) => {
+                if self.json {
+                    let out =
+                        json!({"status": "TIMEOUT", "last": down.last, "seconds": down.seconds});
+                    println!("{out}");
                 }
+                bail!("{down}")
             }
-            if Instant::now() + self.interval >= deadline {
-                break;
-            }
-            std::thread::sleep(self.interval);
         }
-        if self.json {
-            let out = json!({"status": "TIMEOUT", "last": last, "seconds": started.elapsed().as_secs_f64()});
-            println!("{out}");
-        }
-        bail!(
-            "{} was not UP{} within {:.1}s; last: {last}",
-            base.show("/actuator/health"),
-            match &self.expect_version {
-                Some(version) => format!(" with version {version}"),
-                None => String::new(),
-            },
-            self.timeout.as_secs_f64()
+    }
+}
+
+/// The server answered UP (with the version asked for).
+pub struct Up {
+    pub health: Value,
+    pub version: String,
+    pub seconds: f64,
+}
+
+/// The server was not UP in time: the last thing it said (or the error reaching it).
+pub struct NotUp {
+    pub what: String,
+    pub last: String,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for NotUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} within {:.1}s; last: {}",
+            self.what, self.seconds, self.last
         )
     }
+}
+
+/// Polls `/actuator/health` until UP (and `/actuator/info` names `expect_version`), printing
+/// each new state on stderr.
+pub fn wait_up(
+    base: &BaseUrl,
+    expect_version: Option<&str>,
+    timeout: Duration,
+    interval: Duration,
+) -> Result<Up, NotUp> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut polls = 0;
+    let mut last = String::from("no answer yet");
+    loop {
+        polls += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let request_timeout = left.clamp(Duration::from_millis(100), Duration::from_secs(5));
+        match check(base, expect_version, request_timeout) {
+            Ok((health, version)) => {
+                let seconds = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "UP at {} after {seconds:.1}s ({polls} polls), version {version}",
+                    base.show("/actuator/health")
+                );
+                return Ok(Up {
+                    health,
+                    version,
+                    seconds,
+                });
+            }
+            Err(error) => {
+                let message = format!("{error:#}");
+                if message != last {
+                    eprintln!("[{:>5.1}s] {message}", started.elapsed().as_secs_f64());
+                }
+                last = message;
+            }
+        }
+        if Instant::now() + interval >= deadline {
+            break;
+        }
+        std::thread::sleep(interval);
+    }
+    Err(NotUp {
+        what: format!(
+            "{} was not UP{}",
+            base.show("/actuator/health"),
+            match expect_version {
+                Some(version) => format!(" with version {version}"),
+                None => String::new(),
+            }
+        ),
+        last,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// One poll: health must be 200 with status UP, and info's version the expected one.
