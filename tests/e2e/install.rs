@@ -563,3 +563,81 @@ fn installs_killed_at_any_moment_leave_a_complete_live_release_and_the_next_one_
         .collect();
     assert!(hidden.is_empty(), "partials left: {hidden:?}");
 }
+
+#[test]
+fn install_sh_restart_gates_on_health_and_switches_back_by_itself_without_curl() {
+    let (first, second) = (release_1_0_0(), release_1_2_0());
+    let (_one, payload_1) = payload_copy(first, "staging", "1.0.0");
+    let (_two, payload_2) = payload_copy(second, "staging", "1.2.0");
+    let db = TestDb::new("install_restart");
+    let dest = tempfile::tempdir().unwrap();
+    let dest_arg = dest.path().to_str().unwrap();
+    let installed = dest.path().join("saulpos-staging");
+    fs::create_dir_all(&installed).unwrap();
+    let port = free_port();
+    fs::write(
+        installed.join("saulpos.env"),
+        format!(
+            "SAULPOS_DB_URL={}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        installed.join("saulpos.env"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let _server = StopServer(installed.join("run.sh"));
+    let url = format!("http://127.0.0.1:{port}");
+    for (payload, version) in [(&payload_1, "1.0.0"), (&payload_2, "1.2.0")] {
+        let output = install_sh(payload, &[dest_arg, "--restart"]);
+        let message = text(&output);
+        assert!(output.status.success(), "{message}");
+        assert!(
+            message.contains(&format!(
+                "{version} is UP at {url} and passed the smoke checks"
+            )),
+            "{message}"
+        );
+        let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
+        assert_eq!(info["version"], version);
+    }
+    // The server does not hold the install's lock: the next install takes it at once.
+    let only_1_2_0 = "if [ \"$(readlink current)\" = releases/1.2.0 ]; then ./run.sh restart; else ./run.sh stop; fi";
+    let output = install_sh(
+        &payload_1,
+        &[
+            dest_arg,
+            "--restart",
+            "--restart-command",
+            only_1_2_0,
+            "--health-timeout",
+            "3",
+        ],
+    );
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("was not UP with version 1.0.0 within 3 s")
+            && message.contains("1.0.0 failed its health gate; switching back to 1.2.0")
+            && message.contains("1.2.0 is live again, UP and passing the smoke checks"),
+        "{message}"
+    );
+    assert_eq!(live(&installed), "releases/1.2.0");
+    let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
+    assert_eq!(info["version"], "1.2.0");
+    let history = fs::read_to_string(installed.join("history.log")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(last["action"], "rollback");
+    assert_eq!(last["reason"], "automatic: 1.0.0 failed its health gate");
+}
+
+/// Stops the server run.sh started in the background, whatever happens.
+struct StopServer(PathBuf);
+
+impl Drop for StopServer {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.0).arg("stop").output();
+    }
+}

@@ -283,3 +283,83 @@ kept_versions() {
     printf '%s\n' "${path##*/}"
   done | sort -V
 }
+
+# GET a path from the server at $1 (http://host:port) with bash's /dev/tcp, no curl needed: sets
+# http_status and http_body; fails when nothing answers.
+http_get() {
+  local address="${1#http://}" path="$2" line
+  local host="${address%%:*}" port="${address##*:}"
+  http_status=''
+  http_body=''
+  exec 8<>"/dev/tcp/$host/$port" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$host" >&8
+  if ! IFS= read -r -t 5 line <&8 || [[ ! "$line" =~ ^HTTP/[0-9.]+\ ([0-9]{3}) ]]; then
+    exec 8<&-
+    return 1
+  fi
+  http_status="${BASH_REMATCH[1]}"
+  while IFS= read -r -t 5 line <&8; do
+    [[ "$line" == $'\r' || -z "$line" ]] && break
+  done
+  IFS= read -r -t 5 -d '' http_body <&8 || true
+  exec 8<&-
+}
+
+# Restarts the service on the live release: `--restart-command`, else systemctl where the unit is
+# active, else run.sh restart. The lock's descriptor is not handed on: the server must not hold it.
+restart_service() {
+  local dir="$1" command="$2"
+  if [[ -n "$command" ]]; then
+    say "restarting with: $command"
+    (cd -- "$dir" && sh -c "$command") 9>&-
+  elif command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "saulpos-$ENV" 2>/dev/null; then
+    say "restarting with: systemctl restart saulpos-$ENV"
+    systemctl restart "saulpos-$ENV" 9>&-
+  else
+    "$dir/run.sh" restart 9>&-
+  fi
+}
+
+# The health gate: restarts, waits until health is UP with version $2 (at most $4 seconds), then
+# the smoke checks of the profile (health, the version, a product lookup). Says what failed.
+gate() {
+  local dir="$1" version="$2" command="$3" timeout="$4" url deadline last='no answer yet' profile
+  url="$(health_url "$dir")"
+  restart_service "$dir" "$command" || {
+    say "problem: the restart failed"
+    return 1
+  }
+  deadline=$((SECONDS + timeout))
+  while ((SECONDS < deadline)); do
+    if http_get "$url" /actuator/health 2>/dev/null; then
+      last="health answered $http_status: ${http_body:0:300}"
+      if [[ "$http_status" == 200 && "$http_body" == *'"status":"UP"'* ]] &&
+        http_get "$url" /actuator/info 2>/dev/null; then
+        if [[ "$http_body" == *"\"version\":\"$version\""* ]]; then
+          [[ "$http_body" =~ \"profile\":\"([a-z]+)\" ]] && profile="${BASH_REMATCH[1]}"
+          if [[ "${profile:-}" == dev ]]; then
+            if ! { http_get "$url" /api/v1/products/DEMO-COFFEE-250G 2>/dev/null && [[ "$http_status" == 200 ]]; }; then
+              say "problem: smoke: the demo product lookup answered ${http_status:-nothing}"
+              return 1
+            fi
+          else
+            if ! { http_get "$url" /api/v1/products/SMOKE-CHECK-NO-SUCH-SKU 2>/dev/null && [[ "$http_status" == 404 ]]; }; then
+              say "problem: smoke: the product lookup (404 path) answered ${http_status:-nothing}"
+              return 1
+            fi
+          fi
+          say "$version is UP at $url and passed the smoke checks"
+          return 0
+        fi
+        last="UP, but the version is not $version: ${http_body:0:200}"
+      fi
+    fi
+    sleep 0.25
+  done
+  say "problem: $url was not UP with version $version within $timeout s; last: $last"
+  if [[ -f "$dir/logs/saulpos.log" ]]; then
+    say "the end of $dir/logs/saulpos.log:"
+    tail -n 15 -- "$dir/logs/saulpos.log" >&2 || true
+  fi
+  return 1
+}

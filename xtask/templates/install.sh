@@ -31,6 +31,14 @@ Options:
   --allowed-signers FILE
                     require a valid signature (SHA256SUMS.sig) by a key in FILE; by default
                     <dest>/allowed_signers when it exists, else signatures are not checked
+  --restart         after the switch, restart the service (systemctl where the unit is active,
+                    else run.sh restart) and wait until health is UP with this version and the
+                    smoke checks pass; if not, switch back, restart the release before, check
+                    it, and fail saying why
+  --restart-command COMMAND
+                    with --restart: the command that restarts the service (sh, in the folder)
+  --health-timeout SECONDS
+                    with --restart: how long this version may take to be UP (default 60)
   -h, --help        print this help
 
 After it: configure <dest>/saulpos-$ENV/saulpos.env (see saulpos.env.example), then start
@@ -200,6 +208,7 @@ main() {
   keep=5
   allowed_signers=''
   signer=''
+  local restart=false restart_command='' health_timeout=60
   while (($# > 0)); do
     case "$1" in
       -h | --help) usage; return 0 ;;
@@ -209,6 +218,9 @@ main() {
       --keep=*) keep="${1#--keep=}"; shift ;;
       --allowed-signers) (($# >= 2)) || err "--allowed-signers needs a file"; allowed_signers="$2"; shift 2 ;;
       --allowed-signers=*) allowed_signers="${1#--allowed-signers=}"; shift ;;
+      --restart) restart=true; shift ;;
+      --restart-command) (($# >= 2)) || err "--restart-command needs a command"; restart_command="$2"; shift 2 ;;
+      --health-timeout) (($# >= 2)) || err "--health-timeout needs a number of seconds"; health_timeout="$2"; shift 2 ;;
       --) shift; break ;;
       -*) err "unknown option $1; see ./install.sh --help" ;;
       *)
@@ -224,6 +236,8 @@ main() {
   fi
   [[ -n "$dest" ]] || err "give the folder to install into, e.g. ./install.sh /opt/saulpos; see ./install.sh --help"
   [[ "$keep" =~ ^[0-9]+$ ]] || err "--keep $keep is not a number; give e.g. --keep 5"
+  [[ "$health_timeout" =~ ^[0-9]+$ ]] || err "--health-timeout $health_timeout is not a number of seconds; give e.g. --health-timeout 60"
+  [[ -z "$restart_command" || "$restart" == true ]] || err "--restart-command goes with --restart"
   ((keep >= 2)) || err "--keep $keep would not keep the release to roll back to; use 2 or more"
   need_cmd tar gzip mktemp sha256sum flock sort stat readlink mv cp install ln id sync
   started="${EPOCHREALTIME/./}"
@@ -265,6 +279,20 @@ main() {
   prune "$VERSION" "$previous"
 
   url="$(health_url "$payload_dir")"
+  if [[ "$restart" == true ]]; then
+    if ! gate "$payload_dir" "$VERSION" "$restart_command" "$health_timeout"; then
+      [[ -n "$before" && "$before" != "$VERSION" ]] ||
+        err "$VERSION failed its health gate, and there is no release before it to go back to; $VERSION stays live"
+      say "$VERSION failed its health gate; switching back to $before"
+      switch_to "$payload_dir" "$before"
+      record "$payload_dir" rollback "$VERSION" "$before" "automatic: $VERSION failed its health gate"
+      if gate "$payload_dir" "$before" "$restart_command" "$health_timeout"; then
+        err "$VERSION failed its health gate at $url; $before is live again, UP and passing the smoke checks"
+      fi
+      err "$VERSION failed its health gate at $url; $before is live again but NOT healthy either"
+    fi
+    return 0
+  fi
   say "next: restart the service to run $VERSION:
   sudo systemctl restart saulpos-$ENV     (unit: $payload_dir/saulpos-$ENV.service)
   or by hand: $payload_dir/run.sh
