@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::hostile::{Evil, evil_dist, flip_a_byte};
 use crate::package::release_1_0_0;
-use crate::support::{TestDb, clone, free_port, lock, text, xtask};
+use crate::support::{StopServers, TestDb, clone, free_port, lock, text, write_env, xtask};
 
 /// Version 1.2.0, packaged once for the tests that need a second release.
 pub fn release_1_2_0() -> &'static Path {
@@ -481,20 +481,8 @@ fn deploy_restart_gates_on_health_and_smoke_and_switches_back_by_itself_when_the
     let payload = dest.path().join("saulpos-staging");
     fs::create_dir_all(&payload).unwrap();
     let port = free_port();
-    fs::write(
-        payload.join("saulpos.env"),
-        format!(
-            "SAULPOS_DB_URL={}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
-            db.url()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(
-        payload.join("saulpos.env"),
-        fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-    let _server = StopOnDrop(payload.join("run.sh"));
+    write_env(&payload, &db, port);
+    let _server = StopServers(vec![payload.clone()]);
     let url = format!("http://127.0.0.1:{port}");
 
     // No systemd unit is active here: run.sh restart starts it, and the gate waits for UP and
@@ -558,13 +546,4 @@ fn deploy_restart_gates_on_health_and_smoke_and_switches_back_by_itself_when_the
             .starts_with("automatic: 1.0.0 failed its health gate"),
         "{last}"
     );
-}
-
-/// Stops the server run.sh started in the background, whatever happens.
-struct StopOnDrop(PathBuf);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.0).arg("stop").output();
-    }
 }

@@ -15,7 +15,7 @@ use crate::deploy::{
 };
 use crate::hostile::{Evil, flip_a_byte, regenerate_sums, unpack_payload, write_evil_release};
 use crate::package::release_1_0_0;
-use crate::support::{TestDb, free_port, text};
+use crate::support::{StopServers, TestDb, free_port, text, write_env};
 
 /// A host's shell: nothing but PATH (no cargo on it), and a fixed user for the history.
 fn host_command(program: &Path) -> Command {
@@ -575,20 +575,8 @@ fn install_sh_restart_gates_on_health_and_switches_back_by_itself_without_curl()
     let installed = dest.path().join("saulpos-staging");
     fs::create_dir_all(&installed).unwrap();
     let port = free_port();
-    fs::write(
-        installed.join("saulpos.env"),
-        format!(
-            "SAULPOS_DB_URL={}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
-            db.url()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(
-        installed.join("saulpos.env"),
-        fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-    let _server = StopServer(installed.join("run.sh"));
+    write_env(&installed, &db, port);
+    let _server = StopServers(vec![installed.clone()]);
     let url = format!("http://127.0.0.1:{port}");
     for (payload, version) in [(&payload_1, "1.0.0"), (&payload_2, "1.2.0")] {
         let output = install_sh(payload, &[dest_arg, "--restart"]);
@@ -631,13 +619,4 @@ fn install_sh_restart_gates_on_health_and_switches_back_by_itself_without_curl()
     let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
     assert_eq!(last["action"], "rollback");
     assert_eq!(last["reason"], "automatic: 1.0.0 failed its health gate");
-}
-
-/// Stops the server run.sh started in the background, whatever happens.
-struct StopServer(PathBuf);
-
-impl Drop for StopServer {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.0).arg("stop").output();
-    }
 }

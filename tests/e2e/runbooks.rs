@@ -5,13 +5,14 @@
 //! editor, another host) are skipped.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::deploy::{deploy, release_1_2_0};
 use crate::signing::make_key;
-use crate::support::{TestDb, clone, free_port, lock, text, workspace_root};
+use crate::support::{
+    StopServers, TestDb, clone, free_port, lock, text, workspace_root, write_env,
+};
 
 /// One runnable block of a runbook and the success fragments quoted after it.
 struct Block {
@@ -116,33 +117,6 @@ fn follow(name: &str, substitutions: &[(&str, String)], workspace: &Path) {
     }
 }
 
-/// Stops the servers the runbooks started, whatever happens.
-struct StopServers(Vec<PathBuf>);
-
-impl Drop for StopServers {
-    fn drop(&mut self) {
-        for run_sh in &self.0 {
-            let _ = Command::new(run_sh).arg("stop").output();
-        }
-    }
-}
-
-fn write_env(installed: &Path, db: &TestDb, port: u16) {
-    fs::write(
-        installed.join("saulpos.env"),
-        format!(
-            "SAULPOS_DB_URL={}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
-            db.url()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(
-        installed.join("saulpos.env"),
-        fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-}
-
 #[test]
 fn the_release_deploy_and_rollback_runbooks_run_as_written() {
     release_1_2_0();
@@ -179,7 +153,7 @@ fn the_release_deploy_and_rollback_runbooks_run_as_written() {
     // prod's host trusts no key yet: its release before (here 1.2.0) was never signed.
     let prod_dest = tempfile::tempdir().unwrap();
     let prod = prod_dest.path().join("saulpos-prod");
-    let _servers = StopServers(vec![staging.join("run.sh"), prod.join("run.sh")]);
+    let _servers = StopServers(vec![staging.clone(), prod.clone()]);
 
     {
         // The release runbook packages in the shared clone, which must stay clean meanwhile.

@@ -478,3 +478,33 @@ pub fn lock(clone: &Clone) -> MutexGuard<'_, ()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Writes an environment folder's saulpos.env (0600) for `db`, listening on 127.0.0.1:`port`,
+/// with no password (trust, as the test PostgreSQL has it).
+pub fn write_env(installed: &Path, db: &TestDb, port: u16) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(
+        installed.join("saulpos.env"),
+        format!(
+            "SAULPOS_DB_URL={}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        installed.join("saulpos.env"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+/// Stops the servers `run.sh start` left running in these environment folders, whatever happens.
+pub struct StopServers(pub Vec<PathBuf>);
+
+impl Drop for StopServers {
+    fn drop(&mut self) {
+        for installed in &self.0 {
+            let _ = Command::new(installed.join("run.sh")).arg("stop").output();
+        }
+    }
+}
