@@ -489,21 +489,11 @@ fn deploy_restart_gates_on_health_and_smoke_and_switches_back_by_itself_when_the
     // the smoke checks, at the port of saulpos.env.
     for version in ["1.0.0", "1.2.0"] {
         let output = deploy("staging", version, dest.path(), &["--restart"]);
-        let message = text(&output);
-        assert!(output.status.success(), "{message}");
-        assert!(
-            message.contains(&format!(
-                "{version} is UP at {url} and passed the smoke checks"
-            )),
-            "{message}"
-        );
-        let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
-        assert_eq!(info["version"], version);
+        assert_passed_the_gate(&output, &url, version);
     }
 
     // A release that does not come up (this restart command starts only 1.2.0): the deploy fails
     // saying why, and 1.2.0 is live, restarted and healthy again, the switch back recorded.
-    let only_1_2_0 = "if [ \"$(readlink current)\" = releases/1.2.0 ]; then ./run.sh restart; else ./run.sh stop; fi";
     let output = deploy(
         "staging",
         "1.0.0",
@@ -511,7 +501,7 @@ fn deploy_restart_gates_on_health_and_smoke_and_switches_back_by_itself_when_the
         &[
             "--restart",
             "--restart-command",
-            only_1_2_0,
+            STARTS_ONLY_1_2_0,
             "--health-timeout",
             "3s",
         ],
@@ -531,14 +521,8 @@ fn deploy_restart_gates_on_health_and_smoke_and_switches_back_by_itself_when_the
         message.contains("the end of "),
         "the log's end is shown: {message}"
     );
-    assert_eq!(live(&payload), "releases/1.2.0");
-    let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
-    assert_eq!(info["version"], "1.2.0");
-    let history = fs::read_to_string(payload.join("history.log")).unwrap();
-    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
-    assert_eq!(last["action"], "rollback");
+    let last = assert_back_on_1_2_0(&payload, &url);
     assert_eq!(last["from"], "1.0.0");
-    assert_eq!(last["to"], "1.2.0");
     assert!(
         last["reason"]
             .as_str()
@@ -546,4 +530,34 @@ fn deploy_restart_gates_on_health_and_smoke_and_switches_back_by_itself_when_the
             .starts_with("automatic: 1.0.0 failed its health gate"),
         "{last}"
     );
+}
+
+/// A restart command that starts the server only when 1.2.0 is live, so 1.0.0 never comes up.
+pub const STARTS_ONLY_1_2_0: &str = "if [ \"$(readlink current)\" = releases/1.2.0 ]; then ./run.sh restart; else ./run.sh stop; fi";
+
+/// A deploy or install with --restart succeeded: `version` is UP at `url` after the gate.
+pub fn assert_passed_the_gate(output: &Output, url: &str, version: &str) {
+    let message = text(output);
+    assert!(output.status.success(), "{message}");
+    assert!(
+        message.contains(&format!(
+            "{version} is UP at {url} and passed the smoke checks"
+        )),
+        "{message}"
+    );
+    let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
+    assert_eq!(info["version"], version);
+}
+
+/// After a failed gate: 1.2.0 is live and answers at `url`, and the history ends with the
+/// switch back, which is returned.
+pub fn assert_back_on_1_2_0(payload: &Path, url: &str) -> serde_json::Value {
+    assert_eq!(live(payload), "releases/1.2.0");
+    let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
+    assert_eq!(info["version"], "1.2.0");
+    let history = fs::read_to_string(payload.join("history.log")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(last["action"], "rollback");
+    assert_eq!(last["to"], "1.2.0");
+    last
 }

@@ -11,7 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::deploy::{
-    deploy, hold_lock, live, release_1_2_0, run, snapshot, start_run_sh, stop, wait_up,
+    STARTS_ONLY_1_2_0, assert_back_on_1_2_0, assert_passed_the_gate, deploy, hold_lock, live,
+    release_1_2_0, run, snapshot, start_run_sh, stop, wait_up,
 };
 use crate::hostile::{Evil, flip_a_byte, regenerate_sums, unpack_payload, write_evil_release};
 use crate::package::release_1_0_0;
@@ -580,26 +581,16 @@ fn install_sh_restart_gates_on_health_and_switches_back_by_itself_without_curl()
     let url = format!("http://127.0.0.1:{port}");
     for (payload, version) in [(&payload_1, "1.0.0"), (&payload_2, "1.2.0")] {
         let output = install_sh(payload, &[dest_arg, "--restart"]);
-        let message = text(&output);
-        assert!(output.status.success(), "{message}");
-        assert!(
-            message.contains(&format!(
-                "{version} is UP at {url} and passed the smoke checks"
-            )),
-            "{message}"
-        );
-        let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
-        assert_eq!(info["version"], version);
+        assert_passed_the_gate(&output, &url, version);
     }
     // The server does not hold the install's lock: the next install takes it at once.
-    let only_1_2_0 = "if [ \"$(readlink current)\" = releases/1.2.0 ]; then ./run.sh restart; else ./run.sh stop; fi";
     let output = install_sh(
         &payload_1,
         &[
             dest_arg,
             "--restart",
             "--restart-command",
-            only_1_2_0,
+            STARTS_ONLY_1_2_0,
             "--health-timeout",
             "3",
         ],
@@ -612,11 +603,6 @@ fn install_sh_restart_gates_on_health_and_switches_back_by_itself_without_curl()
             && message.contains("1.2.0 is live again, UP and passing the smoke checks"),
         "{message}"
     );
-    assert_eq!(live(&installed), "releases/1.2.0");
-    let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
-    assert_eq!(info["version"], "1.2.0");
-    let history = fs::read_to_string(installed.join("history.log")).unwrap();
-    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
-    assert_eq!(last["action"], "rollback");
+    let last = assert_back_on_1_2_0(&installed, &url);
     assert_eq!(last["reason"], "automatic: 1.0.0 failed its health gate");
 }
