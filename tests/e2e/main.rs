@@ -3,6 +3,7 @@
 
 mod backup;
 mod deploy;
+mod fleet;
 mod hostile;
 mod incident;
 mod install;

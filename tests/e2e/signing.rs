@@ -16,7 +16,7 @@ use crate::support::{clone, git, lock, text, tool, workspace_root, xtask_command
 const TARGET: &str = env!("E2E_HOST_TARGET");
 
 /// The throwaway keys: `release` signs, `other` is a stranger's.
-struct Keys {
+pub struct Keys {
     dir: PathBuf,
 }
 
@@ -51,7 +51,7 @@ pub fn make_key(dir: &Path, name: &str) {
 }
 
 /// Version 1.3.0 packaged signed, the key held by ssh-agent and given as its .pub file.
-fn signed_release() -> &'static (PathBuf, Keys) {
+pub fn signed_release() -> &'static (PathBuf, Keys) {
     static RELEASE: OnceLock<(PathBuf, Keys)> = OnceLock::new();
     RELEASE.get_or_init(|| {
         let dir = workspace_root().join(format!("target/e2e/keys-{}", std::process::id()));

@@ -326,14 +326,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// does on a host: verify it against its checksums and manifest, extract it safely into
 /// <dest>/saulpos-<env>/releases/<version>/, write run.sh, rollback.sh, an example environment
 /// file and a systemd unit, and switch the live link to it atomically.
+///
+/// With several destinations, ssh:// ones or --hosts, it rolls out: --batch hosts at a time,
+/// each one gets the payload (unless it holds it already), installs it with its install.sh,
+/// restarts and must pass the health gate. If one fails, every host this rollout switched goes
+/// back to the release it ran before, restarted and checked; then a table per host (--json for
+/// CI) and a non-zero exit. Hosts already on the version are skipped, so a re-run continues.
 #[derive(Args)]
 pub struct Deploy {
     /// The environment: dev, staging or prod (run.sh starts the server with that profile).
     pub env: String,
     /// The version to deploy; it must be packaged in dist/.
     pub version: String,
-    /// The folder that holds the environments' folders, e.g. /opt/saulpos; it must exist.
-    pub dest: PathBuf,
+    /// Where: a folder that holds the environments' folders (e.g. /opt/saulpos; it must exist),
+    /// or ssh://[user@]host[:port]/path on a host, through the system ssh (~/.ssh/config, agents
+    /// and known_hosts apply; an unknown host key is refused). Several at once roll out in order.
+    #[arg(value_name = "DEST", required_unless_present = "hosts")]
+    pub destinations: Vec<String>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     /// How many releases to keep in the payload (never fewer than the live one and the one
     /// before it).
     #[arg(long, default_value_t = 5)]
@@ -355,11 +366,12 @@ pub struct Deploy {
     #[arg(long)]
     pub restart: bool,
     /// With --restart: the command that restarts the service (run by sh in the payload folder).
-    #[arg(long, value_name = "COMMAND", requires = "restart")]
+    #[arg(long, value_name = "COMMAND")]
     pub restart_command: Option<String>,
     /// With --restart: where the server answers (default http://127.0.0.1:<SAULPOS_SERVER_PORT
-    /// of saulpos.env, else 8080>).
-    #[arg(long, value_name = "URL", requires = "restart")]
+    /// of saulpos.env, else 8080>). In a rollout, {host} stands for each host's name, e.g.
+    /// http://{host}:8080; the host itself checks it.
+    #[arg(long, value_name = "URL")]
     pub health_url: Option<String>,
     /// With --restart: how long the new release may take to be UP.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -372,12 +384,25 @@ pub struct Deploy {
 /// Switch an environment back to the release before the live one (or the one named), after
 /// re-verifying its files; record the reason; print the next steps (restart, and the restore
 /// command if the data must go back too).
+///
+/// With several destinations, ssh:// ones or --hosts, every host goes back (to --to, or each to
+/// the release it ran before) with its rollback.sh, restarted and health-checked, --batch at a
+/// time; hosts already there are skipped, one host's failure does not stop the others.
 #[derive(Args)]
 pub struct Rollback {
     /// The environment: dev, staging or prod.
     pub env: String,
-    /// The folder that holds the payloads, as given to deploy.
-    pub dest: PathBuf,
+    /// The folder that holds the payloads, as given to deploy, or ssh://[user@]host[:port]/path.
+    #[arg(value_name = "DEST", required_unless_present = "hosts")]
+    pub destinations: Vec<String>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// In a rollout: how long each host's release may take to be UP again.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    /// In a rollout: where each host's server answers ({host} for its name), as for deploy.
+    #[arg(long, value_name = "URL")]
+    pub health_url: Option<String>,
     /// The version to go back to (default: the release live before the current one).
     #[arg(long)]
     pub to: Option<String>,
@@ -394,19 +419,66 @@ pub struct Rollback {
 }
 
 /// Show an environment's live and previous releases, the releases kept, and the end of the
-/// deploy history.
+/// deploy history. With several destinations, ssh:// ones or --hosts: one line per host (live,
+/// previous, health).
 #[derive(Args)]
 pub struct Status {
     /// The environment: dev, staging or prod.
     pub env: String,
-    /// The folder that holds the payloads, as given to deploy.
-    pub dest: PathBuf,
+    /// The folder that holds the payloads, as given to deploy, or ssh://[user@]host[:port]/path.
+    #[arg(value_name = "DEST", required_unless_present = "hosts")]
+    pub destinations: Vec<String>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// With several destinations: where each host's server answers ({host} for its name).
+    #[arg(long, value_name = "URL")]
+    pub health_url: Option<String>,
     /// How many history lines to show.
     #[arg(long, default_value_t = 10)]
     pub history: usize,
     /// Print it as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The destinations beyond the command line, and how to reach them.
+#[derive(Args)]
+pub struct FleetArgs {
+    /// Also the destinations listed in FILE, one a line in rollout order (# starts a comment;
+    /// see docs/fleet.md).
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
+    /// In a rollout: how many hosts at a time.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// The ssh_config file for ssh and scp (their -F; default: ~/.ssh/config as usual).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+}
+
+impl FleetArgs {
+    /// No hosts file, one at a time, the usual ssh configuration.
+    pub fn local() -> FleetArgs {
+        FleetArgs {
+            hosts: None,
+            batch: 1,
+            ssh_config: None,
+        }
+    }
+
+    /// The destinations, and whether they make a rollout (several, ssh://, or --hosts) rather
+    /// than the one local folder of the single-host commands.
+    pub fn destinations(
+        &self,
+        given: &[String],
+    ) -> anyhow::Result<(Vec<crate::deploy::destination::Destination>, bool)> {
+        use crate::deploy::destination::{self, Destination};
+        let all = destination::gather(given, self.hosts.as_deref())?;
+        let rollout = self.hosts.is_some()
+            || all.len() > 1
+            || all.iter().any(|one| matches!(one, Destination::Ssh(_)));
+        Ok((all, rollout))
+    }
 }
 
 /// Capture incident evidence into one bundle, incident-<UTC time>-<severity>.tar.gz with its

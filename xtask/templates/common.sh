@@ -69,10 +69,11 @@ json_string() {
 }
 
 # Takes the payload folder's lock for the rest of this process (flock on deploy.lock, the same
-# lock `cargo xtask deploy` takes), or refuses naming the holder. The kernel drops the lock when
-# the process ends, however it ends: a killed run never blocks the next one.
+# lock `cargo xtask deploy` takes; $3 names another, e.g. a rollout's rollout.lock), or refuses
+# naming the holder. The kernel drops the lock when the process ends, however it ends: a killed
+# run never blocks the next one.
 take_lock() {
-  local dir="$1" action="$2" lock="$1/deploy.lock" line pid='' user='' what='' since=''
+  local dir="$1" action="$2" lock="$1/${3:-deploy.lock}" line pid='' user='' what='' since=''
   exec 9>>"$lock" || err "cannot open $lock; check that you may write to $dir"
   if ! flock -n 9; then
     while IFS= read -r line; do
@@ -262,9 +263,14 @@ verify_signature() {
   return 1
 }
 
-# `http://127.0.0.1:<port>` from the payload's saulpos.env (SAULPOS_SERVER_PORT), else 8080.
+# `http://127.0.0.1:<port>` from the payload's saulpos.env (SAULPOS_SERVER_PORT), else 8080;
+# --health-url (health_override) wins.
 health_url() {
   local line port=8080
+  if [[ -n "${health_override:-}" ]]; then
+    printf '%s' "${health_override%/}"
+    return 0
+  fi
   if [[ -r "$1/saulpos.env" ]]; then
     while IFS= read -r line; do
       [[ "$line" =~ ^[[:space:]]*(export[[:space:]]+)?SAULPOS_SERVER_PORT=[\"\']?([0-9]+)[\"\']?[[:space:]]*$ ]] &&
@@ -320,13 +326,26 @@ restart_service() {
   fi
 }
 
+# The last line the server logged, for the reason a gate failed.
+last_log_line() {
+  local line='' log="$1/logs/saulpos.log"
+  [[ -f "$log" ]] && line="$(tail -n 1 -- "$log" 2>/dev/null || true)"
+  printf '%s' "${line:0:400}"
+}
+
+# Whether $1 is a URL http_get can reach: http://host:port.
+valid_health_url() {
+  [[ "$1" =~ ^http://[A-Za-z0-9._-]+:[0-9]+/?$ ]]
+}
+
 # The health gate: restarts, waits until health is UP with version $2 (at most $4 seconds), then
 # the smoke checks of the profile (health, the version, a product lookup). Says what failed.
 gate() {
   local dir="$1" version="$2" command="$3" timeout="$4" url deadline last='no answer yet' profile
+  local started="${EPOCHREALTIME/./}"
   url="$(health_url "$dir")"
   restart_service "$dir" "$command" || {
-    say "problem: the restart failed"
+    say "problem: health stayed DOWN: $version did not start (the restart failed); the log ends: $(last_log_line "$dir")"
     return 1
   }
   deadline=$((SECONDS + timeout))
@@ -348,7 +367,7 @@ gate() {
               return 1
             fi
           fi
-          say "$version is UP at $url and passed the smoke checks"
+          say "$version is UP at $url and passed the smoke checks (restart and health wait: $(((${EPOCHREALTIME/./} - started) / 1000)) ms)"
           return 0
         fi
         last="UP, but the version is not $version: ${http_body:0:200}"
@@ -356,7 +375,7 @@ gate() {
     fi
     sleep 0.25
   done
-  say "problem: $url was not UP with version $version within $timeout s; last: $last"
+  say "problem: health stayed DOWN: $url was not UP with version $version within $timeout s; last: $last; the log ends: $(last_log_line "$dir")"
   if [[ -f "$dir/logs/saulpos.log" ]]; then
     say "the end of $dir/logs/saulpos.log:"
     tail -n 15 -- "$dir/logs/saulpos.log" >&2 || true

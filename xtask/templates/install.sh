@@ -39,6 +39,8 @@ Options:
                     with --restart: the command that restarts the service (sh, in the folder)
   --health-timeout SECONDS
                     with --restart: how long this version may take to be UP (default 60)
+  --health-url URL  with --restart: where the server answers, http://host:port (default
+                    http://127.0.0.1:<SAULPOS_SERVER_PORT of saulpos.env, else 8080>)
   -h, --help        print this help
 
 After it: configure <dest>/saulpos-$ENV/saulpos.env (see saulpos.env.example), then start
@@ -209,6 +211,7 @@ main() {
   allowed_signers=''
   signer=''
   local restart=false restart_command='' health_timeout=60
+  health_override=''
   while (($# > 0)); do
     case "$1" in
       -h | --help) usage; return 0 ;;
@@ -221,6 +224,7 @@ main() {
       --restart) restart=true; shift ;;
       --restart-command) (($# >= 2)) || err "--restart-command needs a command"; restart_command="$2"; shift 2 ;;
       --health-timeout) (($# >= 2)) || err "--health-timeout needs a number of seconds"; health_timeout="$2"; shift 2 ;;
+      --health-url) (($# >= 2)) || err "--health-url needs a URL, e.g. http://10.0.0.5:8080"; health_override="$2"; shift 2 ;;
       --) shift; break ;;
       -*) err "unknown option $1; see ./install.sh --help" ;;
       *)
@@ -238,6 +242,9 @@ main() {
   [[ "$keep" =~ ^[0-9]+$ ]] || err "--keep $keep is not a number; give e.g. --keep 5"
   [[ "$health_timeout" =~ ^[0-9]+$ ]] || err "--health-timeout $health_timeout is not a number of seconds; give e.g. --health-timeout 60"
   [[ -z "$restart_command" || "$restart" == true ]] || err "--restart-command goes with --restart"
+  [[ -z "$health_override" || "$restart" == true ]] || err "--health-url goes with --restart"
+  [[ -z "$health_override" ]] || valid_health_url "$health_override" ||
+    err "--health-url $health_override is not http://host:port; give e.g. --health-url http://10.0.0.5:8080"
   ((keep >= 2)) || err "--keep $keep would not keep the release to roll back to; use 2 or more"
   need_cmd tar gzip mktemp sha256sum flock sort stat readlink mv cp install ln id sync
   started="${EPOCHREALTIME/./}"

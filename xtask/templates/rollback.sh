@@ -10,7 +10,7 @@ ENV="@ENV@"
 
 usage() {
   cat <<EOF
-Usage: ./rollback.sh [--to VERSION] [--reason TEXT]
+Usage: ./rollback.sh [--to VERSION] [--reason TEXT] [--restart]
 
 Switch the $ENV environment of this folder back to the release live before the current one (or
 to VERSION), after re-verifying every file of that release against its manifest; record it in
@@ -22,13 +22,24 @@ Options:
   --allowed-signers FILE
                     require a valid signature of that release by a key in FILE; by default
                     allowed_signers in the folder above this one, when it exists
+  --restart         after the switch, restart the service (systemctl where the unit is active,
+                    else run.sh restart) and wait until health is UP with that version and the
+                    smoke checks pass; fails, saying why, if not
+  --restart-command COMMAND
+                    with --restart: the command that restarts the service (sh, in this folder)
+  --health-timeout SECONDS
+                    with --restart: how long the release may take to be UP (default 60)
+  --health-url URL  with --restart: where the server answers, http://host:port (default
+                    http://127.0.0.1:<SAULPOS_SERVER_PORT of saulpos.env, else 8080>)
   -h, --help        print this help
 EOF
 }
 
 main() {
   local to='' reason='' live target kept url allowed_signers='' sums line name
+  local restart=false restart_command='' health_timeout=60
   signer=''
+  health_override=''
   while (($# > 0)); do
     case "$1" in
       -h | --help) usage; return 0 ;;
@@ -38,9 +49,17 @@ main() {
       --reason=*) reason="${1#--reason=}"; shift ;;
       --allowed-signers) (($# >= 2)) || err "--allowed-signers needs a file"; allowed_signers="$2"; shift 2 ;;
       --allowed-signers=*) allowed_signers="${1#--allowed-signers=}"; shift ;;
+      --restart) restart=true; shift ;;
+      --restart-command) (($# >= 2)) || err "--restart-command needs a command"; restart_command="$2"; shift 2 ;;
+      --health-timeout) (($# >= 2)) || err "--health-timeout needs a number of seconds"; health_timeout="$2"; shift 2 ;;
+      --health-url) (($# >= 2)) || err "--health-url needs a URL, e.g. http://10.0.0.5:8080"; health_override="$2"; shift 2 ;;
       *) err "unknown argument $1; see ./rollback.sh --help" ;;
     esac
   done
+  [[ "$health_timeout" =~ ^[0-9]+$ ]] || err "--health-timeout $health_timeout is not a number of seconds; give e.g. --health-timeout 60"
+  [[ -z "$restart_command$health_override" || "$restart" == true ]] || err "--restart-command and --health-url go with --restart"
+  [[ -z "$health_override" ]] || valid_health_url "$health_override" ||
+    err "--health-url $health_override is not http://host:port; give e.g. --health-url http://10.0.0.5:8080"
   need_cmd sha256sum flock sort paste stat readlink mv ln id sync
   local dir
   dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -85,6 +104,12 @@ main() {
   record "$dir" rollback "$live" "$target" "$reason"
   url="$(health_url "$dir")"
   say "rolled $ENV back from ${live:-none} to $target (files re-verified)"
+  if [[ "$restart" == true ]]; then
+    gate "$dir" "$target" "$restart_command" "$health_timeout" ||
+      err "$target is live again but failed its health gate at $url; see the problems above"
+    say "next, only if the schema or data must go back too: restore the backup taken before ${live:-it} was deployed (docs: restore runbook)"
+    return 0
+  fi
   say "next:
   1. restart: sudo systemctl restart saulpos-$ENV   (or stop it and run $dir/run.sh)
   2. check:   curl -sSf $url/actuator/health

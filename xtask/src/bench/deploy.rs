@@ -25,7 +25,8 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
         flags::Deploy {
             env: "staging".to_owned(),
             version: version.to_owned(),
-            dest: dest.to_owned(),
+            destinations: vec![dest.display().to_string()],
+            fleet: flags::FleetArgs::local(),
             keep: 5,
             reason: Some("bench".to_owned()),
             dist: Some(dist.clone()),
@@ -57,7 +58,10 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
         let ((), took) = timed(|| {
             flags::Rollback {
                 env: "staging".to_owned(),
-                dest: dest.clone(),
+                destinations: vec![dest.display().to_string()],
+                fleet: flags::FleetArgs::local(),
+                health_timeout: std::time::Duration::from_secs(60),
+                health_url: None,
                 to: None,
                 reason: Some("bench".to_owned()),
                 allowed_signers: None,

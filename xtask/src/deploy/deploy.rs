@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
+use crate::deploy::destination::Destination;
+use crate::deploy::fleet::{Fleet, Rollout};
 use crate::deploy::health;
 use crate::deploy::http::BaseUrl;
 use crate::deploy::payload::Payload;
@@ -25,8 +27,52 @@ use crate::{deploy::extract, flags, release::dist, release::verify};
 
 impl flags::Deploy {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+        let (destinations, rollout) = self.fleet.destinations(&self.destinations)?;
+        if rollout {
+            return self.roll_out(destinations);
+        }
+        let Some(Destination::Local(given)) = destinations.into_iter().next() else {
+            unreachable!("one local destination");
+        };
+        if !self.restart && (self.restart_command.is_some() || self.health_url.is_some()) {
+            bail!(
+                "--restart-command and --health-url go with --restart (or with several destinations)"
+            );
+        }
+        self.run_local(given)
+    }
+
+    /// Several destinations: the rolling, health-gated rollout (deploy/fleet.rs).
+    fn roll_out(self, destinations: Vec<Destination>) -> anyhow::Result<()> {
+        if self.keep < 2 {
+            bail!(
+                "--keep {} would not keep the release to roll back to; use 2 or more",
+                self.keep
+            );
+        }
+        let mut fleet = Fleet::new(
+            &self.env,
+            destinations,
+            self.fleet.ssh_config.clone(),
+            self.fleet.batch,
+        )?;
+        fleet.health_timeout = self.health_timeout;
+        fleet.health_url = self.health_url.clone();
+        fleet.restart_command = self.restart_command.clone();
+        let rollout = Rollout {
+            fleet: &fleet,
+            version: &self.version,
+            dist: self.dist.clone().unwrap_or_else(dist::root),
+            keep: self.keep,
+            reason: self.reason.clone(),
+            allowed_signers: self.allowed_signers.clone(),
+        };
+        rollout.run(self.json)
+    }
+
+    fn run_local(self, given: PathBuf) -> anyhow::Result<()> {
         let started = Instant::now();
-        Payload::new(&self.env, &self.dest)?;
+        Payload::new(&self.env, &given)?;
         if self.keep < 2 {
             bail!(
                 "--keep {} would not keep the release to roll back to; use 2 or more",
@@ -38,7 +84,7 @@ impl flags::Deploy {
         let version = version.to_string();
 
         // 1. Nothing under <dest> changes unless the payload is exactly what was packaged.
-        let allowed = signature::allowed_signers(self.allowed_signers.as_deref(), &self.dest)?;
+        let allowed = signature::allowed_signers(self.allowed_signers.as_deref(), &given)?;
         let shipped = Shipped::open(&release_dir, &self.env, &version, allowed.as_deref())?;
         let checked = verify::check_release(shipped.release_dir(), &version);
         if !checked.problems.is_empty() {
@@ -48,7 +94,7 @@ impl flags::Deploy {
             bail!(
                 "refused: the release in {} does not match its checksum and manifest; nothing under {} was changed",
                 shipped.name,
-                self.dest.display()
+                given.display()
             );
         }
         let manifest = &shipped.manifest;
@@ -57,7 +103,7 @@ impl flags::Deploy {
             &dist::top_folder(&version),
             manifest,
         )
-        .with_context(|| format!("nothing under {} was changed", self.dest.display()))?;
+        .with_context(|| format!("nothing under {} was changed", given.display()))?;
         step(
             started,
             &format!(
@@ -71,21 +117,21 @@ impl flags::Deploy {
                 started,
                 &format!(
                     "signatures were not checked: no {} (or --allowed-signers)",
-                    self.dest.join("allowed_signers").display()
+                    given.join("allowed_signers").display()
                 ),
             ),
         }
 
-        if !self.dest.is_dir() {
+        if !given.is_dir() {
             bail!(
                 "{} does not exist; create it (e.g. sudo install -d -o $USER {}) and deploy again",
-                self.dest.display(),
-                self.dest.display()
+                given.display(),
+                given.display()
             );
         }
         // Absolute, as install.sh resolves it: the systemd unit names it.
-        let dest = fs::canonicalize(&self.dest)
-            .with_context(|| format!("cannot resolve {}", self.dest.display()))?;
+        let dest = fs::canonicalize(&given)
+            .with_context(|| format!("cannot resolve {}", given.display()))?;
         let payload = Payload::new(&self.env, &dest)?;
         let _lock = payload.lock(&format!("deploy {version}"))?;
         let releases = payload.releases();

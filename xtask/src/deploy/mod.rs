@@ -1,12 +1,15 @@
-//! Running releases on a host: `deploy`, `rollback`, `status`, `health`, `smoke`, and what they
-//! share (the installed payload folder, safe extraction, HTTP).
+//! Running releases on a host or a fleet of them: `deploy`, `rollback`, `status`, `health`,
+//! `smoke`, and what they share (the installed payload folder, safe extraction, HTTP, SSH).
 
 #[allow(clippy::module_inception)]
 pub mod deploy;
+pub mod destination;
 pub mod extract;
+pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod payload;
+pub mod remote;
 pub mod rollback;
 pub mod shipped;
 pub mod smoke;

@@ -2,13 +2,15 @@
 //! its manifest, switch the live link back to it, record why, and print the next steps.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
+use crate::deploy::destination::Destination;
+use crate::deploy::fleet::{self, Fleet};
 use crate::deploy::payload::Payload;
 use crate::release::manifest::{self, Manifest};
 use crate::release::{checksum, signature, verify};
@@ -16,8 +18,37 @@ use crate::{deploy::extract, flags, release::dist, release::release_version, uti
 
 impl flags::Rollback {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+        let (destinations, rollout) = self.fleet.destinations(&self.destinations)?;
+        if rollout {
+            if self.allowed_signers.is_some() {
+                bail!(
+                    "--allowed-signers is for one local folder; in a rollout each host checks against its own <path>/allowed_signers"
+                );
+            }
+            let mut fleet = Fleet::new(
+                &self.env,
+                destinations,
+                self.fleet.ssh_config.clone(),
+                self.fleet.batch,
+            )?;
+            fleet.health_timeout = self.health_timeout;
+            fleet.health_url = self.health_url.clone();
+            return fleet::rollback(
+                &fleet,
+                self.to.as_deref(),
+                self.reason.as_deref(),
+                self.json,
+            );
+        }
+        let Some(Destination::Local(given)) = destinations.into_iter().next() else {
+            unreachable!("one local destination");
+        };
+        self.run_local(given)
+    }
+
+    fn run_local(self, given: PathBuf) -> anyhow::Result<()> {
         let started = Instant::now();
-        let payload = Payload::existing(&self.env, &self.dest)?;
+        let payload = Payload::existing(&self.env, &given)?;
         let _lock = payload.lock("rollback")?;
         let live = payload.live();
         let kept: Vec<String> = payload.kept().iter().map(ToString::to_string).collect();
@@ -51,7 +82,7 @@ impl flags::Rollback {
         }
 
         let dir = payload.release(&target);
-        match signature::allowed_signers(self.allowed_signers.as_deref(), &self.dest)? {
+        match signature::allowed_signers(self.allowed_signers.as_deref(), &given)? {
             Some(allowed) => {
                 let signer = vouched(&dir, &allowed).with_context(|| {
                     format!(
@@ -63,7 +94,7 @@ impl flags::Rollback {
             }
             None => eprintln!(
                 "signatures were not checked: no {}",
-                self.dest.join("allowed_signers").display()
+                given.join("allowed_signers").display()
             ),
         }
         let manifest = Manifest::from_json(&fs::read_to_string(dir.join(manifest::JSON_NAME))?)?;
@@ -76,7 +107,7 @@ impl flags::Rollback {
                 "refused: {} no longer matches its manifest; the live release is unchanged; deploy {target} again with `cargo xtask deploy {} {target} {}`",
                 dir.display(),
                 payload.env,
-                self.dest.display()
+                given.display()
             );
         }
         payload.switch(&target)?;

@@ -4,12 +4,29 @@
 use serde_json::{Value, json};
 use xshell::Shell;
 
+use std::path::Path;
+
+use crate::deploy::destination::Destination;
+use crate::deploy::fleet::{self, Fleet};
 use crate::deploy::payload::Payload;
 use crate::flags;
 
 impl flags::Status {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
-        let payload = Payload::existing(&self.env, &self.dest)?;
+        let (destinations, rollout) = self.fleet.destinations(&self.destinations)?;
+        if rollout {
+            let mut fleet = Fleet::new(&self.env, destinations, self.fleet.ssh_config.clone(), 1)?;
+            fleet.health_url = self.health_url.clone();
+            return fleet::status(&fleet, self.json);
+        }
+        let Some(Destination::Local(given)) = destinations.into_iter().next() else {
+            unreachable!("one local destination");
+        };
+        self.run_local(&given)
+    }
+
+    fn run_local(self, given: &Path) -> anyhow::Result<()> {
+        let payload = Payload::existing(&self.env, given)?;
         let live = payload.live();
         let previous = payload.previous();
         let kept: Vec<String> = payload.kept().iter().map(ToString::to_string).collect();

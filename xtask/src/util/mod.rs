@@ -4,5 +4,6 @@
 pub mod durable;
 pub mod env_file;
 pub mod git;
+pub mod interrupt;
 pub mod progress;
 pub mod utc;

@@ -1,0 +1,476 @@
+//! Rollouts over SSH, end to end: a real `sshd` on loopback with throwaway host and user keys,
+//! three "hosts" that are three folders, each with its own server port and database, and
+//! `cargo xtask deploy|status|rollback` with ssh:// destinations and a hosts file.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::deploy::{hold_lock, live, release_1_2_0, run};
+use crate::package::release_1_0_0;
+use crate::signing::signed_release;
+use crate::support::{
+    StopServers, TestDb, clone, free_port, get_json, text, write_env, xtask_command,
+};
+
+/// An sshd on 127.0.0.1, and the client side the test uses: `ssh_config` names the user key
+/// and a known_hosts file that holds the host key (or not).
+struct Sshd {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "saulpos-test", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen is needed: apt-get install openssh-client");
+    assert!(made.status.success(), "{}", text(&made));
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let path = &dir.path().to_owned();
+        keygen(&path.join("host_key"));
+        keygen(&path.join("user_key"));
+        fs::copy(path.join("user_key.pub"), path.join("authorized_keys")).unwrap();
+        let port = free_port();
+        fs::write(
+            path.join("sshd_config"),
+            format!(
+                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+                 PidFile none\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nMaxStartups 50\nMaxSessions 50\nSubsystem sftp internal-sftp\n",
+                d = path.display()
+            ),
+        )
+        .unwrap();
+        fs::create_dir_all("/run/sshd").unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(path.join("sshd_config"))
+            .stderr(fs::File::create(path.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("sshd is needed: apt-get install openssh-server");
+        let sshd = Sshd { child, port, dir };
+        assert!(
+            crate::support::eventually(Duration::from_secs(10), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            }),
+            "sshd did not listen: {}",
+            fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default()
+        );
+        let host_key = fs::read_to_string(path.join("host_key.pub")).unwrap();
+        let fields: Vec<&str> = host_key.split_whitespace().collect();
+        fs::write(
+            path.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {} {}\n", fields[0], fields[1]),
+        )
+        .unwrap();
+        fs::write(path.join("empty_known_hosts"), "").unwrap();
+        for (name, known) in [
+            ("ssh_config", "known_hosts"),
+            ("ssh_config_unknown", "empty_known_hosts"),
+        ] {
+            fs::write(
+                path.join(name),
+                format!(
+                    "Host 127.0.0.1\n  IdentityFile {d}/user_key\n  IdentitiesOnly yes\n  UserKnownHostsFile {d}/{known}\n  GlobalKnownHostsFile /dev/null\n",
+                    d = path.display()
+                ),
+            )
+            .unwrap();
+        }
+        sshd
+    }
+
+    fn config(&self) -> String {
+        self.dir.path().join("ssh_config").display().to_string()
+    }
+
+    fn destination(&self, folder: &Path) -> String {
+        let user =
+            String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+        format!(
+            "ssh://{}@127.0.0.1:{}{}",
+            user.trim(),
+            self.port,
+            folder.display()
+        )
+    }
+}
+
+/// A "host": a destination folder with its environment folder configured for its own database
+/// and port.
+struct Host {
+    dest: tempfile::TempDir,
+    db: TestDb,
+    port: u16,
+}
+
+impl Host {
+    fn new(name: &str) -> Host {
+        let dest = tempfile::tempdir().unwrap();
+        let installed = dest.path().join("saulpos-staging");
+        fs::create_dir_all(&installed).unwrap();
+        let host = Host {
+            dest,
+            db: TestDb::new(name),
+            port: free_port(),
+        };
+        write_env(&installed, &host.db, host.port);
+        host
+    }
+
+    fn installed(&self) -> PathBuf {
+        self.dest.path().join("saulpos-staging")
+    }
+
+    fn serves(&self) -> String {
+        let (status, info) = get_json(&format!("http://127.0.0.1:{}/actuator/info", self.port));
+        assert_eq!(status, 200, "{info}");
+        info["version"].as_str().unwrap().to_owned()
+    }
+}
+
+fn rollout(args: &[&str]) -> (Output, serde_json::Value) {
+    let output = run(args);
+    let json = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("stdout is not one JSON object: {}", text(&output)));
+    (output, json)
+}
+
+fn outcomes(json: &serde_json::Value) -> Vec<String> {
+    json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|host| {
+            format!(
+                "{} {}",
+                host["outcome"].as_str().unwrap(),
+                host["after"].as_str().unwrap_or("none")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_rolling_deploy_over_ssh_gates_every_host_and_puts_them_all_back_when_one_fails() {
+    let (first, second) = (release_1_0_0(), release_1_2_0());
+    let (third, _keys) = signed_release();
+    assert!(first.is_dir() && second.is_dir() && third.is_dir());
+    let sshd = Sshd::start();
+    let config = sshd.config();
+    let hosts: Vec<Host> = (1..=3).map(|n| Host::new(&format!("fleet_{n}"))).collect();
+    let _servers = StopServers(hosts.iter().map(Host::installed).collect());
+    let destinations: Vec<String> = hosts
+        .iter()
+        .map(|host| sshd.destination(host.dest.path()))
+        .collect();
+    let hosts_file = sshd.dir.path().join("hosts");
+    fs::write(
+        &hosts_file,
+        format!(
+            "# the three stores, in rollout order\n{}\n",
+            destinations.join("\n")
+        ),
+    )
+    .unwrap();
+    let deploy = |version: &str, batch: &str, extra: &[&str]| {
+        let mut args = vec!["deploy", "staging", version];
+        args.extend(destinations.iter().map(String::as_str));
+        args.extend([
+            "--ssh-config",
+            &config,
+            "--batch",
+            batch,
+            "--health-timeout",
+            "30s",
+            "--json",
+        ]);
+        args.extend_from_slice(extra);
+        rollout(&args)
+    };
+
+    // Version 1, one host at a time: each gets the payload, installs, restarts, passes the gate.
+    let (output, json) = deploy("1.0.0", "1", &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(json["outcome"], "deployed");
+    assert_eq!(outcomes(&json), ["deployed 1.0.0"; 3]);
+    for (host, report) in hosts.iter().zip(json["hosts"].as_array().unwrap()) {
+        assert_eq!(host.serves(), "1.0.0");
+        assert_eq!(report["copied"], true);
+        assert!(report["gate_ms"].as_u64().is_some(), "{report}");
+    }
+    assert!(
+        text(&output).contains("[3/3] ssh://"),
+        "progress per host: {}",
+        text(&output)
+    );
+
+    // Version 2, all three at once, from the hosts file; then again: nothing to do.
+    let mut args = vec![
+        "deploy",
+        "staging",
+        "1.2.0",
+        "--hosts",
+        hosts_file.to_str().unwrap(),
+    ];
+    args.extend(["--ssh-config", &config, "--batch", "3", "--json"]);
+    let (output, json) = rollout(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(outcomes(&json), ["deployed 1.2.0"; 3]);
+    assert!(hosts.iter().all(|host| host.serves() == "1.2.0"));
+    let (output, json) = rollout(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(outcomes(&json), ["skipped 1.2.0"; 3]);
+    assert!(
+        json["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|host| host["copied"] == false)
+    );
+
+    // Status over the same destinations: one line per host.
+    let mut args = vec!["status", "staging"];
+    args.extend(destinations.iter().map(String::as_str));
+    args.extend(["--ssh-config", &config]);
+    let output = run(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    let table = String::from_utf8(output.stdout).unwrap();
+    for destination in &destinations {
+        let line = table
+            .lines()
+            .find(|line| line.starts_with(destination.as_str()))
+            .unwrap();
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[1..], ["1.2.0", "1.0.0", "UP"], "{table}");
+    }
+
+    // Host 3 is broken (its database does not exist): version 3 stops there; hosts 1 and 2, which
+    // it switched, and host 3 go back to version 2, and the table says why.
+    let env_3 = hosts[2].installed().join("saulpos.env");
+    let good_env = fs::read_to_string(&env_3).unwrap();
+    fs::write(
+        &env_3,
+        good_env.replace(&hosts[2].db.name, "saulpos_fleet_no_such_db"),
+    )
+    .unwrap();
+    let (output, json) = deploy("1.3.0", "1", &[]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert_eq!(json["outcome"], "failed");
+    assert_eq!(
+        outcomes(&json),
+        ["rolled back 1.2.0", "rolled back 1.2.0", "failed 1.2.0"]
+    );
+    let why = json["hosts"][2]["why"].as_str().unwrap();
+    assert!(
+        why.contains("health stayed DOWN")
+            && why.contains("saulpos_fleet_no_such_db does not exist"),
+        "{why}"
+    );
+    assert!(
+        message.contains(&format!(
+            "the rollout of 1.3.0 stopped at {}",
+            destinations[2]
+        )),
+        "{message}"
+    );
+    assert_eq!(hosts[0].serves(), "1.2.0");
+    assert_eq!(hosts[1].serves(), "1.2.0");
+    assert_eq!(live(&hosts[2].installed()), "releases/1.2.0");
+    for host in &hosts[..2] {
+        let history = fs::read_to_string(host.installed().join("history.log")).unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(history.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            (
+                last["action"].as_str(),
+                last["from"].as_str(),
+                last["to"].as_str()
+            ),
+            (Some("rollback"), Some("1.3.0"), Some("1.2.0"))
+        );
+        assert_eq!(
+            last["reason"],
+            format!(
+                "automatic: the rollout of 1.3.0 stopped at {}",
+                destinations[2]
+            )
+        );
+    }
+    // The human table names the same.
+    let mut args = vec!["deploy", "staging", "1.3.0"];
+    args.extend(destinations.iter().map(String::as_str));
+    args.extend(["--ssh-config", &config, "--health-timeout", "5s"]);
+    let output = run(&args);
+    let table = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1));
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(destinations[2].as_str()))
+        .unwrap();
+    assert!(
+        row.contains("1.2.0") && row.contains("failed") && row.contains("health stayed DOWN"),
+        "{table}"
+    );
+
+    // Fixed, the same command goes through: no lock is left behind anywhere.
+    fs::write(&env_3, &good_env).unwrap();
+    let (output, json) = deploy("1.3.0", "1", &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(outcomes(&json), ["deployed 1.3.0"; 3]);
+    assert!(hosts.iter().all(|host| host.serves() == "1.3.0"));
+
+    // Rollback over the same destinations, to a named release; hosts already there are skipped.
+    let mut args = vec!["rollback", "staging"];
+    args.extend(destinations.iter().map(String::as_str));
+    args.extend([
+        "--ssh-config",
+        &config,
+        "--to",
+        "1.2.0",
+        "--batch",
+        "3",
+        "--json",
+    ]);
+    let (output, json) = rollout(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(outcomes(&json), ["rolled back 1.2.0"; 3]);
+    assert!(hosts.iter().all(|host| host.serves() == "1.2.0"));
+    let (output, json) = rollout(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(outcomes(&json), ["skipped 1.2.0"; 3]);
+
+    // Ctrl-C while host 1 is in flight: host 1 finishes, hosts 2 and 3 are not started, every
+    // host is on a complete, healthy release, and the table says where each one is.
+    let mut args = vec!["deploy", "staging", "1.3.0"];
+    args.extend(destinations.iter().map(String::as_str));
+    args.extend(["--ssh-config", &config, "--json"]);
+    let mut child = xtask_command(&clone().dir, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut said = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("[1/3]") && line.contains("deploying 1.3.0") {
+            let sent = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+        }
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("interrupted: the hosts in flight finished"),
+        "{said}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["outcome"], "interrupted");
+    assert_eq!(
+        outcomes(&json),
+        ["deployed 1.3.0", "not started 1.2.0", "not started 1.2.0"]
+    );
+    assert_eq!(hosts[0].serves(), "1.3.0");
+    assert_eq!(hosts[1].serves(), "1.2.0");
+    assert_eq!(hosts[2].serves(), "1.2.0");
+    // And the re-run continues where it stopped.
+    let (output, json) = deploy("1.3.0", "3", &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        outcomes(&json),
+        ["skipped 1.3.0", "deployed 1.3.0", "deployed 1.3.0"]
+    );
+}
+
+#[test]
+fn an_unknown_host_key_or_a_rollout_in_progress_is_refused_before_anything_is_copied() {
+    let first = release_1_0_0();
+    assert!(first.is_dir());
+    let sshd = Sshd::start();
+    let one = tempfile::tempdir().unwrap();
+    let two = tempfile::tempdir().unwrap();
+    let destinations = [sshd.destination(one.path()), sshd.destination(two.path())];
+    let unknown = sshd.dir.path().join("ssh_config_unknown");
+    let started = Instant::now();
+    let output = run(&[
+        "deploy",
+        "staging",
+        "1.0.0",
+        &destinations[0],
+        &destinations[1],
+        "--ssh-config",
+        unknown.to_str().unwrap(),
+    ]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("refused before anything was copied"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Host key verification failed"),
+        "{message}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("refused"),
+        "{message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    for dest in [&one, &two] {
+        assert_eq!(
+            fs::read_dir(dest.path()).unwrap().count(),
+            0,
+            "nothing is created on a refused host"
+        );
+    }
+
+    // Another rollout holds host 2: refused naming it, nothing copied to host 1 either.
+    fs::create_dir_all(two.path().join("saulpos-staging")).unwrap();
+    let mut holder = hold_lock(
+        &two.path().join("saulpos-staging/rollout.lock"),
+        "alice",
+        "rollout",
+    );
+    let output = run(&[
+        "deploy",
+        "staging",
+        "1.0.0",
+        &destinations[0],
+        &destinations[1],
+        "--ssh-config",
+        &sshd.config(),
+    ]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("is locked: rollout by alice"), "{message}");
+    let payloads: Vec<_> = fs::read_dir(one.path().join("saulpos-staging/payloads"))
+        .unwrap()
+        .collect();
+    assert!(payloads.is_empty(), "nothing copied: {payloads:?}");
+    assert!(!one.path().join("saulpos-staging/current").exists());
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# fleet.sh: what `cargo xtask deploy|rollback|status` run on each host of a rollout, over the
+# system ssh as `bash -c <this script> fleet.sh <operation> ...`. It is not shipped: the host needs
+# only what install.sh needs. The operations:
+#   hold <env> <dest> <payload>   take <dest>/saulpos-<env>/rollout.lock, print live=, previous=
+#                                 and payload_sha256= (of the payload held there), then `ready`,
+#                                 and keep the lock until standard input closes
+#   install <env> <dest> <payload> <sha256> <upload> [install.sh options]
+#                                 put the uploaded payload in place (checked), unpack it outside
+#                                 <dest> and run its install.sh
+#   probe <env> <dest> [url]      print live=, previous= and health= (UP, DOWN or no answer)
+set -euo pipefail
+
+ENV=''
+
+# @COMMON@
+
+usage() {
+  cat <<'USAGE'
+Usage: bash -c "$(cat fleet.sh)" fleet.sh hold|install|probe ...
+
+What `cargo xtask deploy|rollback|status` run on each host of a rollout (see the top of this file
+for the operations). Not for direct use: run `cargo xtask deploy --help`.
+USAGE
+}
+
+hold() {
+  ENV="$1"
+  local dest="$2" payload="$3" dir sum='' live
+  [[ -d "$dest" ]] || err "$dest does not exist on $(uname -n); create it (e.g. sudo install -d -o \$USER $dest) and run again"
+  dir="$dest/saulpos-$ENV"
+  mkdir -p -- "$dir/payloads"
+  take_lock "$dir" "rollout" rollout.lock
+  remove_partials "$dir/payloads"
+  if [[ -n "$payload" && -f "$dir/payloads/$payload" ]]; then
+    read -r sum _ < <(sha256sum -- "$dir/payloads/$payload")
+  fi
+  live="$(live_version "$dir")"
+  printf 'live=%s\nprevious=%s\npayload_sha256=%s\nready\n' "$live" "$(previous_version "$dir" "$live")" "$sum"
+  # Held until the rollout closes this session, or dies (then ssh, or sshd, closes it).
+  cat >/dev/null || true
+}
+
+install_payload() {
+  ENV="$1"
+  local dest="$2" payload="$3" sum="$4" upload="$5" got stage status=0 path version
+  shift 5
+  local payloads="$dest/saulpos-$ENV/payloads"
+  if [[ -n "$upload" ]]; then
+    read -r got _ < <(sha256sum -- "$payloads/$upload")
+    if [[ "$got" != "$sum" ]]; then
+      rm -f -- "$payloads/$upload"
+      err "the copy of $payload arrived damaged (SHA-256 $got, sent $sum); run the rollout again"
+    fi
+    mv -f -- "$payloads/$upload" "$payloads/$payload"
+  fi
+  # Unpacked beside the payloads (a leftover of a killed run goes with the next hold).
+  stage="$payloads/.unpacked.partial-$$"
+  mkdir -- "$stage"
+  if ! tar -xzf "$payloads/$payload" -C "$stage" --no-same-owner; then
+    rm -rf -- "$stage"
+    err "cannot unpack $payloads/$payload; check the free space under $dest"
+  fi
+  "$stage/${payload%.tar.gz}/install.sh" "$dest" "$@" || status=$?
+  rm -rf -- "$stage"
+  # Payloads are kept as long as their release is: a re-run copies nothing.
+  for path in "$payloads"/saulpos-"$ENV"-*.tar.gz; do
+    [[ -f "$path" ]] || continue
+    version="${path##*/saulpos-"$ENV"-}"
+    version="${version%.tar.gz}"
+    [[ -d "$dest/saulpos-$ENV/releases/$version" ]] || rm -f -- "$path"
+  done
+  return "$status"
+}
+
+probe() {
+  ENV="$1"
+  local dest="$2" dir live health='no answer'
+  # shellcheck disable=SC2034 # read by health_url
+  health_override="${3:-}"
+  dir="$dest/saulpos-$ENV"
+  [[ -d "$dir" ]] || err "$dir does not exist on $(uname -n): nothing of $ENV is installed there"
+  live="$(live_version "$dir")"
+  # shellcheck disable=SC2154 # http_get sets http_status and http_body
+  if http_get "$(health_url "$dir")" /actuator/health 2>/dev/null; then
+    health="DOWN ($http_status)"
+    [[ "$http_status" == 200 && "$http_body" == *'"status":"UP"'* ]] && health=UP
+  fi
+  printf 'live=%s\nprevious=%s\nhealth=%s\n' "$live" "$(previous_version "$dir" "$live")" "$health"
+}
+
+main() {
+  local operation="${1:-}"
+  (($# > 0)) && shift
+  case "$operation" in
+    hold) hold "$@" ;;
+    install) install_payload "$@" ;;
+    probe) probe "$@" ;;
+    -h | --help) usage ;;
+    *) err "unknown operation ${operation:-(none)}; see fleet.sh --help" ;;
+  esac
+}
+
+main "$@"
