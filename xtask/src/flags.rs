@@ -184,6 +184,18 @@ pub enum BenchWhat {
     Package(BenchPackage),
     Backup(BenchBackup),
     Deploy(BenchDeploy),
+    Fleet(BenchFleet),
+}
+
+/// A version rolled with `cargo xtask deploy` over 1, 3 and 6 loopback hosts (an sshd the bench
+/// starts on a free port with throwaway keys; a folder, a database and a port per host), batch 1
+/// and all at once, beside the plain loop (scp, then ssh tar + install.sh --restart) over 3; our
+/// time per host beyond the server's own restart and health wait. Runs as the user sshd lets in
+/// (root here).
+#[derive(Args)]
+pub struct BenchFleet {
+    #[command(flatten)]
+    pub database: BenchDatabase,
 }
 
 /// Deploy (verify, extract, switch) of the real payload with `cargo xtask deploy` and with the
@@ -451,7 +463,7 @@ pub struct FleetArgs {
     /// In a rollout: how many hosts at a time.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// The ssh_config file for ssh and scp (their -F; default: ~/.ssh/config as usual).
+    /// The ssh_config file for ssh (its -F; default: ~/.ssh/config as usual).
     #[arg(long, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
 }

@@ -5,9 +5,10 @@
 #   hold <env> <dest> <payload>   take <dest>/saulpos-<env>/rollout.lock, print live=, previous=
 #                                 and payload_sha256= (of the payload held there), then `ready`,
 #                                 and keep the lock until standard input closes
-#   install <env> <dest> <payload> <sha256> <upload> [install.sh options]
-#                                 put the uploaded payload in place (checked), unpack it outside
-#                                 <dest> and run its install.sh
+#   install <env> <dest> <payload> <sha256> <copy> [install.sh options]
+#                                 with copy=yes, write the payload from standard input (checked
+#                                 against <sha256>, then renamed into place); unpack it beside
+#                                 the payloads and run its install.sh
 #   probe <env> <dest> [url]      print live=, previous= and health= (UP, DOWN or no answer)
 set -euo pipefail
 
@@ -43,16 +44,21 @@ hold() {
 
 install_payload() {
   ENV="$1"
-  local dest="$2" payload="$3" sum="$4" upload="$5" got stage status=0 path version
+  local dest="$2" payload="$3" sum="$4" copy="$5" got stage status=0 path version
   shift 5
   local payloads="$dest/saulpos-$ENV/payloads"
-  if [[ -n "$upload" ]]; then
-    read -r got _ < <(sha256sum -- "$payloads/$upload")
-    if [[ "$got" != "$sum" ]]; then
-      rm -f -- "$payloads/$upload"
-      err "the copy of $payload arrived damaged (SHA-256 $got, sent $sum); run the rollout again"
+  if [[ "$copy" == yes ]]; then
+    local upload="$payloads/.$payload.partial-$$"
+    if ! cat >"$upload"; then
+      rm -f -- "$upload"
+      err "cannot write $upload; check the free space under $dest"
     fi
-    mv -f -- "$payloads/$upload" "$payloads/$payload"
+    read -r got _ < <(sha256sum -- "$upload")
+    if [[ "$got" != "$sum" ]]; then
+      rm -f -- "$upload"
+      err "the copy of $payload arrived damaged or cut short (SHA-256 $got, sent $sum); run the rollout again"
+    fi
+    mv -f -- "$upload" "$payloads/$payload"
   fi
   # Unpacked beside the payloads (a leftover of a killed run goes with the next hold).
   stage="$payloads/.unpacked.partial-$$"

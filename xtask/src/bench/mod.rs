@@ -3,6 +3,7 @@
 
 mod backup;
 mod deploy;
+mod fleet;
 mod load;
 mod package;
 mod server;
@@ -25,6 +26,7 @@ impl flags::Bench {
             flags::BenchWhat::Package(what) => ("package", package::run(sh, what)?),
             flags::BenchWhat::Backup(what) => ("backup", backup::run(sh, what)?),
             flags::BenchWhat::Deploy(what) => ("deploy", deploy::run(sh, what)?),
+            flags::BenchWhat::Fleet(what) => ("fleet", fleet::run(sh, what)?),
         };
         if self.json {
             let rows: Vec<_> = rows

@@ -220,12 +220,14 @@ impl Fleet {
     fn probe_after(&self, reports: &mut [Report]) {
         thread::scope(|scope| {
             for report in reports.iter_mut() {
-                if matches!(
-                    report.outcome,
-                    Outcome::Skipped | Outcome::NotStarted | Outcome::Refused
-                ) {
-                    report.after = report.before.clone();
-                    continue;
+                match report.outcome {
+                    Outcome::Skipped | Outcome::NotStarted | Outcome::Refused => {
+                        report.after = report.before.clone();
+                        continue;
+                    }
+                    // Its install.sh or rollback.sh passed the gate: where it is, is known.
+                    Outcome::Deployed | Outcome::RolledBack if !report.after.is_empty() => continue,
+                    _ => {}
                 }
                 scope.spawn(move || {
                     let path = Fleet::path(&report.destination);
@@ -421,21 +423,10 @@ impl Rollout<'_> {
         }
         let destination = &report.destination;
         let path = Fleet::path(destination);
-        let payloads = format!("{path}/saulpos-{}/payloads", fleet.env);
-        let mut upload = String::new();
-        if held.fact("payload_sha256") != payload_sha {
-            upload = format!(".{payload_name}.partial-{}", std::process::id());
-            if let Err(error) =
-                fleet
-                    .connector
-                    .copy(destination, payload_path, &format!("{payloads}/{upload}"))
-            {
-                report.outcome = Outcome::Failed;
-                report.why = format!("{error:#}");
-                return;
-            }
-            report.copied = true;
-        }
+        // The payload travels on the install session's standard input: one SSH session a host
+        // for copy and install, checked by its SHA-256 on arrival.
+        let copy = held.fact("payload_sha256") != payload_sha;
+        report.copied = copy;
         let keep = self.keep.to_string();
         let reason = self.reason.clone().unwrap_or_default();
         let mut args: Vec<String> = [
@@ -444,7 +435,7 @@ impl Rollout<'_> {
             &path,
             payload_name,
             payload_sha,
-            &upload,
+            if copy { "yes" } else { "no" },
             "--keep",
             &keep,
             "--reason",
@@ -455,10 +446,21 @@ impl Rollout<'_> {
         .collect();
         args.extend(fleet.gate_args(destination));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let command = fleet.connector.fleet(destination, &args);
+        let mut command = fleet.connector.fleet(destination, &args);
+        if copy {
+            match std::fs::File::open(payload_path) {
+                Ok(file) => command.stdin(file),
+                Err(error) => {
+                    report.outcome = Outcome::Failed;
+                    report.why = format!("cannot read {}: {error}", payload_path.display());
+                    return;
+                }
+            };
+        }
         match fleet.connector.run(command, &destination.to_string(), true) {
             Ok(ran) if ran.success => {
                 report.outcome = Outcome::Deployed;
+                report.after = version.to_owned();
                 report.gate_ms = gate_ms(&ran);
             }
             Ok(ran) => {
@@ -536,7 +538,8 @@ impl Rollout<'_> {
                     };
                     match (failed, result) {
                         (false, Ok(back)) => {
-                            (report.outcome, report.why) = (Outcome::RolledBack, back)
+                            (report.outcome, report.why) = (Outcome::RolledBack, back);
+                            report.after = report.before.clone();
                         }
                         (false, Err(why)) => {
                             (report.outcome, report.why) = (Outcome::RollbackFailed, why)
@@ -633,6 +636,7 @@ pub fn rollback(
                         Ok(ran) if ran.success => {
                             report.outcome = Outcome::RolledBack;
                             report.gate_ms = gate_ms(&ran);
+                            report.after = target;
                         }
                         Ok(ran) => {
                             report.outcome = Outcome::RollbackFailed;

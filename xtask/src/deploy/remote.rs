@@ -1,11 +1,11 @@
-//! Running the fleet script (templates/fleet.sh) on a destination: over the system `ssh` and
-//! `scp`, so `~/.ssh/config`, agents and `known_hosts` work as the operator expects (host keys
-//! are always checked; an unknown one is refused), one multiplexed connection a host; or with
-//! `bash` for a local folder.
+//! Running the fleet script (templates/fleet.sh) on a destination: over the system `ssh`, so
+//! `~/.ssh/config`, agents and `known_hosts` work as the operator expects (host keys are always
+//! checked; an unknown one is refused), one multiplexed connection a host that also carries the
+//! payload; or with `bash` for a local folder.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 use anyhow::{Context, bail};
@@ -108,7 +108,7 @@ impl Connector {
         })
     }
 
-    fn ssh_options(&self, command: &mut Command, port_flag: &str, port: Option<u16>) {
+    fn ssh_options(&self, command: &mut Command, port: Option<u16>) {
         if let Some(config) = &self.ssh_config {
             command.arg("-F").arg(config);
         }
@@ -117,7 +117,7 @@ impl Connector {
             .arg(format!("ControlPath={}/%C", self.control_dir.display()))
             .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]);
         if let Some(port) = port {
-            command.arg(port_flag).arg(port.to_string());
+            command.arg("-p").arg(port.to_string());
         }
     }
 
@@ -132,7 +132,7 @@ impl Connector {
             }
             Destination::Ssh(target) => {
                 let mut command = Command::new("ssh");
-                self.ssh_options(&mut command, "-p", target.port);
+                self.ssh_options(&mut command, target.port);
                 let line: Vec<String> = argv.iter().map(|word| shell_quote(word)).collect();
                 command.arg(target.login()).arg("--").arg(line.join(" "));
                 command
@@ -218,43 +218,6 @@ impl Connector {
             success: status.success(),
             lines,
         })
-    }
-
-    /// Copies `file` to `remote` (a path on the destination) with scp over the held connection.
-    pub fn copy(&self, destination: &Destination, file: &Path, remote: &str) -> anyhow::Result<()> {
-        match destination {
-            Destination::Local(_) => {
-                std::fs::copy(file, remote)
-                    .with_context(|| format!("cannot copy {} to {remote}", file.display()))?;
-            }
-            Destination::Ssh(target) => {
-                let mut command = Command::new("scp");
-                command.arg("-q");
-                self.ssh_options(&mut command, "-P", target.port);
-                let host = if target.host.contains(':') {
-                    format!("[{}]", target.host)
-                } else {
-                    target.host.clone()
-                };
-                let login = match &target.user {
-                    Some(user) => format!("{user}@{host}"),
-                    None => host,
-                };
-                command.arg(file).arg(format!("{login}:{remote}"));
-                command.process_group(0).stdin(Stdio::null());
-                let output = command
-                    .output()
-                    .context("cannot run scp; install the OpenSSH client")?;
-                if !output.status.success() {
-                    bail!(
-                        "scp of {} failed: {}",
-                        file.display(),
-                        String::from_utf8_lossy(&output.stderr).trim()
-                    );
-                }
-            }
-        }
-        Ok(())
     }
 }
 
