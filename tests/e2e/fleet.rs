@@ -474,3 +474,99 @@ fn an_unknown_host_key_or_a_rollout_in_progress_is_refused_before_anything_is_co
     assert!(payloads.is_empty(), "nothing copied: {payloads:?}");
     assert!(!one.path().join("saulpos-staging/current").exists());
 }
+
+/// Whether nobody holds `lock` (a file locked with flock, as the scripts do).
+fn lock_is_free(lock: &Path) -> bool {
+    Command::new("flock")
+        .args(["-n"])
+        .arg(lock)
+        .arg("true")
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+#[test]
+fn a_rollout_killed_at_any_point_leaves_every_host_on_a_complete_release_and_blocks_nothing() {
+    let (first, second) = (release_1_0_0(), release_1_2_0());
+    assert!(first.is_dir() && second.is_dir());
+    let sshd = Sshd::start();
+    let config = sshd.config();
+    let hosts: Vec<Host> = (1..=2)
+        .map(|n| Host::new(&format!("fleet_kill_{n}")))
+        .collect();
+    let _servers = StopServers(hosts.iter().map(Host::installed).collect());
+    let destinations: Vec<String> = hosts
+        .iter()
+        .map(|host| sshd.destination(host.dest.path()))
+        .collect();
+    let args = |version: &'static str| {
+        let mut args = vec!["deploy", "staging", version];
+        args.extend(destinations.iter().map(String::as_str));
+        args.extend([
+            "--ssh-config",
+            config.as_str(),
+            "--health-timeout",
+            "30s",
+            "--json",
+        ]);
+        args
+    };
+    let (output, _) = rollout(&args("1.0.0"));
+    assert!(output.status.success(), "{}", text(&output));
+
+    let mut target = "1.0.0";
+    for delay_ms in [100, 400, 700, 1000, 1500, 2200, 3000] {
+        target = if target == "1.0.0" { "1.2.0" } else { "1.0.0" };
+        let mut child = xtask_command(&clone().dir, &args(target))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // What the killed rollout started on a host runs to its end there; then nothing is
+        // locked, and every host is on a complete release.
+        for host in &hosts {
+            let installed = host.installed();
+            assert!(
+                crate::support::eventually(Duration::from_secs(60), || {
+                    ["rollout.lock", "deploy.lock"].iter().all(|name| {
+                        !installed.join(name).exists() || lock_is_free(&installed.join(name))
+                    })
+                }),
+                "after a kill at {delay_ms} ms a lock is still held on {}",
+                installed.display()
+            );
+            let current = live(&installed);
+            let version = current.strip_prefix("releases/").unwrap();
+            let printed = Command::new(installed.join(&current).join("bin/saulpos-server"))
+                .arg("--version")
+                .output()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&printed.stdout).contains(version),
+                "after a kill at {delay_ms} ms the live release {current} is not complete"
+            );
+        }
+        // The next run is never blocked, and brings every host to the version, serving it.
+        let (output, json) = rollout(&args(target));
+        assert!(
+            output.status.success(),
+            "after a kill at {delay_ms} ms: {}",
+            text(&output)
+        );
+        assert!(
+            json["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|host| host["after"] == target),
+            "{json}"
+        );
+        assert!(
+            hosts.iter().all(|host| host.serves() == target),
+            "after a kill at {delay_ms} ms"
+        );
+    }
+}

@@ -38,8 +38,11 @@ hold() {
   fi
   live="$(live_version "$dir")"
   printf 'live=%s\nprevious=%s\npayload_sha256=%s\nready\n' "$live" "$(previous_version "$dir" "$live")" "$sum"
-  # Held until the rollout closes this session, or dies (then ssh, or sshd, closes it).
+  # Held until the rollout closes this session, or dies (then ssh, or sshd, closes it). An
+  # install the rollout started here may outlive it: the lock is kept until that one is done.
   cat >/dev/null || true
+  exec 8>>"$dir/deploy.lock"
+  flock -w 900 8 || true
 }
 
 install_payload() {
@@ -67,8 +70,14 @@ install_payload() {
     rm -rf -- "$stage"
     err "cannot unpack $payloads/$payload; check the free space under $dest"
   fi
-  "$stage/${payload%.tar.gz}/install.sh" "$dest" "$@" || status=$?
-  rm -rf -- "$stage"
+  # install.sh writes to a file, not to this session: if the rollout dies or its connection
+  # drops, the install and its health gate still run to their end. tail streams the file.
+  local log="$payloads/.install.partial-$$.log"
+  "$stage/${payload%.tar.gz}/install.sh" "$dest" "$@" >"$log" 2>&1 </dev/null &
+  local pid=$!
+  tail -n +1 -s 0.05 -f --pid="$pid" -- "$log" 2>/dev/null || true
+  wait "$pid" || status=$?
+  rm -rf -- "$stage" "$log"
   # Payloads are kept as long as their release is: a re-run copies nothing.
   for path in "$payloads"/saulpos-"$ENV"-*.tar.gz; do
     [[ -f "$path" ]] || continue
