@@ -46,7 +46,7 @@ fn rollback_sh(installed: &Path, args: &[&str]) -> Output {
 }
 
 /// The payload of `env` for `version`, copied out of dist/ and unpacked in a folder of its own.
-fn payload_copy(release: &Path, env: &str, version: &str) -> (tempfile::TempDir, PathBuf) {
+pub fn payload_copy(release: &Path, env: &str, version: &str) -> (tempfile::TempDir, PathBuf) {
     let host = tempfile::tempdir().unwrap();
     let copy = host.path().join(format!("saulpos-{env}-{version}.tar.gz"));
     fs::copy(

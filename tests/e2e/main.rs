@@ -8,6 +8,7 @@ mod hostile;
 mod incident;
 mod install;
 mod package;
+mod rollback_data;
 mod runbooks;
 mod server;
 mod signing;

@@ -388,6 +388,17 @@ pub struct Deploy {
     /// With --restart: how long the new release may take to be UP.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub health_timeout: Duration,
+    /// Skip the backup a deploy takes first (staging and prod, when saulpos.env names a
+    /// database); the history records that none was taken.
+    #[arg(long, conflicts_with_all = ["backup", "backup_dir"])]
+    pub no_backup: bool,
+    /// Take the pre-deploy backup in dev too (staging and prod take it by default).
+    #[arg(long)]
+    pub backup: bool,
+    /// Where the pre-deploy backup goes (default: backups/ in the environment's folder; created
+    /// readable by its owner only). Implies --backup.
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
     /// Print one JSON object describing the deploy on stdout (for CI).
     #[arg(long)]
     pub json: bool,
@@ -425,6 +436,14 @@ pub struct Rollback {
     /// file (default: <dest>/allowed_signers when it exists).
     #[arg(long, value_name = "FILE")]
     pub allowed_signers: Option<PathBuf>,
+    /// Also put the data back: restore the backup the deploy of the live release took (checked
+    /// against the checksum the history recorded; restored safely as `restore` does, the
+    /// current database kept under a dated name), then switch. One local folder only.
+    #[arg(long)]
+    pub with_data: bool,
+    /// With --with-data: replace the database's data without the typed confirmation.
+    #[arg(long, requires = "with_data")]
+    pub yes: bool,
     /// Print one JSON object describing the rollback on stdout.
     #[arg(long)]
     pub json: bool,

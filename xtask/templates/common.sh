@@ -106,11 +106,22 @@ remove_partials() {
   done
 }
 
-# Appends one line to history.log, as `cargo xtask deploy` writes it, and syncs it.
+# Appends one line to history.log, as `cargo xtask deploy` writes it, and syncs it; $6 to $8 are
+# the backup a deploy took, its SHA-256, or why it took none (keys left out when empty).
 record() {
-  local dir="$1" action="$2" from="$3" to="$4" reason="$5" line
+  local dir="$1" action="$2" from="$3" to="$4" reason="$5" line key value
   json_string "$action"
   line="{\"action\":$REPLY"
+  for key in backup backup_sha256 backup_skipped; do
+    case "$key" in
+      backup) value="${6:-}" ;;
+      backup_sha256) value="${7:-}" ;;
+      *) value="${8:-}" ;;
+    esac
+    [[ -n "$value" ]] || continue
+    json_string "$value"
+    line+=",\"$key\":$REPLY"
+  done
   json_string "$from" null
   line+=",\"from\":$REPLY"
   json_string "$reason" null

@@ -41,6 +41,11 @@ Options:
                     with --restart: how long this version may take to be UP (default 60)
   --health-url URL  with --restart: where the server answers, http://host:port (default
                     http://127.0.0.1:<SAULPOS_SERVER_PORT of saulpos.env, else 8080>)
+  --no-backup       skip the backup taken before the switch (staging and prod, when
+                    saulpos.env names a database); the history records that none was taken
+  --backup          take that backup in dev too
+  --backup-dir DIR  where it goes (default: backups/ in the environment's folder, readable by
+                    its owner only); implies --backup. Needs pg_dump and pg_restore.
   -h, --help        print this help
 
 After it: configure <dest>/saulpos-$ENV/saulpos.env (see saulpos.env.example), then start
@@ -187,6 +192,92 @@ write_payload_files() {
   fi
 }
 
+# The database saulpos.env names, read as `cargo xtask deploy` reads it: sets db_host, db_port,
+# db_name, db_user and db_password; fails when it names none (no URL, name or user).
+read_database() {
+  local file="$1/saulpos.env" line name value url='' rest authority path=''
+  db_user=''
+  db_password=''
+  [[ -r "$file" ]] || return 1
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    line="${line#"${line%%[![:space:]]*}"}"
+    line="${line#export }"
+    [[ "$line" == \#* || "$line" != *=* ]] && continue
+    name="${line%%=*}"
+    name="${name%"${name##*[![:space:]]}"}"
+    [[ -n "$name" && "$name" != *[[:space:]]* ]] || continue
+    value="${line#*=}"
+    value="${value#"${value%%[![:space:]]*}"}"
+    value="${value%"${value##*[![:space:]]}"}"
+    if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then
+      value="${BASH_REMATCH[1]}"
+    fi
+    case "$name" in
+      SAULPOS_DB_URL) url="$value" ;;
+      SAULPOS_DB_USERNAME) db_user="$value" ;;
+      SAULPOS_DB_PASSWORD) db_password="$value" ;;
+    esac
+  done <"$file"
+  case "$url" in
+    jdbc:postgresql://*) rest="${url#jdbc:postgresql://}" ;;
+    postgresql://*) rest="${url#postgresql://}" ;;
+    postgres://*) rest="${url#postgres://}" ;;
+    *) return 1 ;;
+  esac
+  authority="${rest%%/*}"
+  [[ "$rest" == */* ]] && path="${rest#*/}"
+  authority="${authority##*@}"
+  [[ -n "$authority" ]] || return 1
+  if [[ "$authority" == *:* ]]; then
+    db_host="${authority%:*}"
+    db_port="${authority##*:}"
+  else
+    db_host="$authority"
+    db_port=5432
+  fi
+  db_name="${path%%\?*}"
+  [[ -n "$db_name" && -n "$db_user" ]]
+}
+
+# The backup of the environment's database before the switch, as `cargo xtask backup` takes it:
+# pg_dump (custom format) into a private temporary file, read whole by pg_restore, its
+# <name>.sha256 written, both renamed into place. Sets backup_file and backup_sha256.
+take_backup() {
+  local dir="$1" stem now name part sum
+  need_cmd pg_dump pg_restore
+  (umask 077 && mkdir -p -- "$dir") || err "cannot create the backup folder $dir; nothing was changed"
+  stem="${db_name//[^[:alnum:]._-]/_}"
+  local -x TZ=UTC0
+  printf -v now '%(%Y%m%dT%H%M%SZ)T' -1
+  # Named to the second: one taken within the same second waits for the next.
+  if [[ -e "$dir/$stem-$now.dump" ]]; then
+    sleep 1.1
+    printf -v now '%(%Y%m%dT%H%M%SZ)T' -1
+  fi
+  name="$stem-$now.dump"
+  part="$dir/.$name.partial-$$"
+  say "backing up $db_name at $db_host:$db_port as $db_user into $dir"
+  if ! (
+    umask 077
+    [[ -z "$db_password" ]] || export PGPASSWORD="$db_password"
+    pg_dump --format=custom --compress=1 -h "$db_host" -p "$db_port" -U "$db_user" -w \
+      -d "dbname='${db_name//\'/\\\'}'" >"$part" &&
+      pg_restore --file=/dev/null -- "$part"
+  ); then
+    rm -f -- "$part"
+    err "refused: the backup of $db_name at $db_host:$db_port failed (see above); nothing was changed (--no-backup skips it)"
+  fi
+  read -r sum _ < <(sha256sum -- "$part")
+  (umask 077 && printf '%s  %s\n' "$sum" "$name" >"$dir/.$name.sha256.partial-$$")
+  sync -- "$part" "$dir/.$name.sha256.partial-$$"
+  mv -T -- "$part" "$dir/$name"
+  mv -T -- "$dir/.$name.sha256.partial-$$" "$dir/$name.sha256"
+  sync -- "$dir"
+  backup_file="$dir/$name"
+  backup_sha256="$sum"
+  say "backup: $backup_file (sha256 $sum)"
+}
+
 # Removes the oldest releases beyond --keep, never the live one or the one before it.
 prune() {
   local live="$1" previous="$2" excess version
@@ -201,8 +292,25 @@ prune() {
     [[ "$version" == "$live" || "$version" == "$previous" ]] && continue
     rm -rf -- "${payload_dir:?}/releases/$version"
     say "removed the old release $payload_dir/releases/$version"
+    prune_backups "$version"
     excess=$((excess - 1))
   done
+}
+
+# The backups taken before the deploys of a release just removed go with it.
+prune_backups() {
+  local version="$1" line file
+  [[ -f "$payload_dir/history.log" ]] || return 0
+  while IFS= read -r line; do
+    [[ "$line" == '{"action":"deploy",'* && "$line" == *"\"to\":\"$version\""* ]] || continue
+    [[ "$line" =~ \"backup\":\"([^\"]*)\" ]] || continue
+    file="${BASH_REMATCH[1]}"
+    for file in "$file" "$file.sha256"; do
+      [[ -e "$file" ]] || continue
+      rm -f -- "$file"
+      say "removed the backup $file (taken before $version)"
+    done
+  done <"$payload_dir/history.log"
 }
 
 main() {
@@ -211,6 +319,9 @@ main() {
   allowed_signers=''
   signer=''
   local restart=false restart_command='' health_timeout=60
+  local no_backup=false want_backup=false backup_dir='' backup_skipped=''
+  backup_file=''
+  backup_sha256=''
   health_override=''
   while (($# > 0)); do
     case "$1" in
@@ -225,6 +336,9 @@ main() {
       --restart-command) (($# >= 2)) || err "--restart-command needs a command"; restart_command="$2"; shift 2 ;;
       --health-timeout) (($# >= 2)) || err "--health-timeout needs a number of seconds"; health_timeout="$2"; shift 2 ;;
       --health-url) (($# >= 2)) || err "--health-url needs a URL, e.g. http://10.0.0.5:8080"; health_override="$2"; shift 2 ;;
+      --no-backup) no_backup=true; shift ;;
+      --backup) want_backup=true; shift ;;
+      --backup-dir) (($# >= 2)) || err "--backup-dir needs a folder"; backup_dir="$2"; want_backup=true; shift 2 ;;
       --) shift; break ;;
       -*) err "unknown option $1; see ./install.sh --help" ;;
       *)
@@ -246,6 +360,7 @@ main() {
   [[ -z "$health_override" ]] || valid_health_url "$health_override" ||
     err "--health-url $health_override is not http://host:port; give e.g. --health-url http://10.0.0.5:8080"
   ((keep >= 2)) || err "--keep $keep would not keep the release to roll back to; use 2 or more"
+  [[ "$no_backup" == false || "$want_backup" == false ]] || err "--no-backup goes against --backup and --backup-dir; give one"
   need_cmd tar gzip mktemp sha256sum flock sort stat readlink mv cp install ln id sync
   started="${EPOCHREALTIME/./}"
 
@@ -274,13 +389,28 @@ main() {
   take_lock "$payload_dir" "install $VERSION"
   mkdir -p -- "$payload_dir/releases" "$payload_dir/logs"
   remove_partials "$payload_dir" "$payload_dir/releases"
+  # 2b. The database as it is before this release touches it; a failed backup stops here.
+  if [[ "$no_backup" == true ]]; then
+    backup_skipped="--no-backup"
+    say "no backup before this deploy (--no-backup)"
+  elif [[ "$want_backup" == false && "$ENV" == dev ]]; then
+    backup_skipped="off for dev (--backup takes one)"
+  elif [[ "$(live_version "$payload_dir")" == "$VERSION" ]]; then
+    backup_skipped="$VERSION is already live"
+  elif ! read_database "$payload_dir"; then
+    backup_skipped="saulpos.env names no database (SAULPOS_DB_URL and SAULPOS_DB_USERNAME)"
+    [[ "$want_backup" == false ]] || err "cannot take the backup asked for: $backup_skipped; nothing was changed"
+    say "no backup before this deploy: $backup_skipped"
+  else
+    take_backup "${backup_dir:-$payload_dir/backups}"
+  fi
   install_release
 
   # 3. The files around the releases, then the switch: one rename.
   write_payload_files
   before="$(live_version "$payload_dir")"
   [[ "$before" == "$VERSION" ]] || switch_to "$payload_dir" "$VERSION"
-  record "$payload_dir" deploy "$before" "$VERSION" "$reason"
+  record "$payload_dir" deploy "$before" "$VERSION" "$reason" "$backup_file" "$backup_sha256" "$backup_skipped"
   say "live release of $ENV: $VERSION (was ${before:-none}) in $(((${EPOCHREALTIME/./} - started) / 1000)) ms"
   previous="$(previous_version "$payload_dir" "$VERSION")"
   prune "$VERSION" "$previous"

@@ -35,6 +35,9 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
             restart_command: None,
             health_url: None,
             health_timeout: std::time::Duration::from_secs(60),
+            no_backup: false,
+            backup: false,
+            backup_dir: None,
             json: false,
         }
         .run(sh)
@@ -62,6 +65,8 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
                 fleet: flags::FleetArgs::local(),
                 health_timeout: std::time::Duration::from_secs(60),
                 health_url: None,
+                with_data: false,
+                yes: false,
                 to: None,
                 reason: Some("bench".to_owned()),
                 allowed_signers: None,

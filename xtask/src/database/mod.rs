@@ -2,5 +2,6 @@
 
 pub mod backup;
 pub mod postgres;
+pub mod predeploy;
 pub mod restore;
 pub mod restore_guard;

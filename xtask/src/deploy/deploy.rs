@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
+use crate::database::predeploy::{self, Connection, Taken};
 use crate::deploy::destination::Destination;
 use crate::deploy::fleet::{Fleet, Rollout};
 use crate::deploy::health;
@@ -50,12 +51,7 @@ impl flags::Deploy {
                 self.keep
             );
         }
-        let mut fleet = Fleet::new(
-            &self.env,
-            destinations,
-            self.fleet.ssh_config.clone(),
-            self.fleet.batch,
-        )?;
+        let mut fleet = Fleet::new(&self.env, destinations, &self.fleet)?;
         fleet.health_timeout = self.health_timeout;
         fleet.health_url = self.health_url.clone();
         fleet.restart_command = self.restart_command.clone();
@@ -66,8 +62,80 @@ impl flags::Deploy {
             keep: self.keep,
             reason: self.reason.clone(),
             allowed_signers: self.allowed_signers.clone(),
+            backup_args: self.backup_args(),
         };
         rollout.run(self.json)
+    }
+
+    /// The backup options, as each host's install.sh takes them.
+    fn backup_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.no_backup {
+            args.push("--no-backup".to_owned());
+        }
+        if self.backup {
+            args.push("--backup".to_owned());
+        }
+        if let Some(dir) = &self.backup_dir {
+            args.extend(["--backup-dir".to_owned(), dir.display().to_string()]);
+        }
+        args
+    }
+
+    /// The backup the deploy takes first: by default for staging and prod when saulpos.env
+    /// names a database, with --backup for dev, never with --no-backup or when nothing switches.
+    fn pre_deploy_backup(
+        &self,
+        payload: &Payload,
+        version: &str,
+        started: Instant,
+    ) -> anyhow::Result<PreDeploy> {
+        if self.no_backup {
+            step(started, "no backup before this deploy (--no-backup)");
+            return Ok(PreDeploy::Skipped("--no-backup".to_owned()));
+        }
+        let wanted = self.backup || self.backup_dir.is_some() || payload.env != "dev";
+        if !wanted {
+            return Ok(PreDeploy::Skipped(format!(
+                "off for {} (--backup takes one)",
+                payload.env
+            )));
+        }
+        if payload.live().as_deref() == Some(version) {
+            return Ok(PreDeploy::Skipped(format!("{version} is already live")));
+        }
+        let Some(connection) = Connection::of(payload) else {
+            let why =
+                "saulpos.env names no database (SAULPOS_DB_URL and SAULPOS_DB_USERNAME)".to_owned();
+            if self.backup || self.backup_dir.is_some() {
+                bail!("cannot take the backup asked for: {why}; nothing was changed");
+            }
+            step(started, &format!("no backup before this deploy: {why}"));
+            return Ok(PreDeploy::Skipped(why));
+        };
+        let dir = self
+            .backup_dir
+            .clone()
+            .unwrap_or_else(|| payload.dir.join("backups"));
+        step(
+            started,
+            &format!(
+                "backing up {} into {}",
+                connection.describe(),
+                dir.display()
+            ),
+        );
+        let taken = predeploy::take(&connection, &dir).with_context(|| {
+            format!(
+                "refused: no backup, no deploy (--no-backup skips it); nothing under {} was changed",
+                payload.dir.display()
+            )
+        })?;
+        step(
+            started,
+            &format!("backup: {} (sha256 {})", taken.file.display(), taken.sha256),
+        );
+        Ok(PreDeploy::Taken(taken))
     }
 
     fn run_local(self, given: PathBuf) -> anyhow::Result<()> {
@@ -134,6 +202,8 @@ impl flags::Deploy {
             .with_context(|| format!("cannot resolve {}", given.display()))?;
         let payload = Payload::new(&self.env, &dest)?;
         let _lock = payload.lock(&format!("deploy {version}"))?;
+        // 1b. The database as it is before this release touches it; a failed backup stops here.
+        let backup = self.pre_deploy_backup(&payload, &version, started)?;
         let releases = payload.releases();
         fs::create_dir_all(&releases)
             .with_context(|| format!("cannot create {}", releases.display()))?;
@@ -192,11 +262,12 @@ impl flags::Deploy {
         if before.as_deref() != Some(version.as_str()) {
             payload.switch(&version)?;
         }
-        payload.record(
+        payload.record_with(
             "deploy",
             before.as_deref(),
             &version,
             self.reason.as_deref(),
+            backup.history_fields(),
         )?;
         step(
             started,
@@ -270,11 +341,37 @@ impl flags::Deploy {
                 "release": target,
                 "reused": reuse,
                 "removed": removed,
+                "backup": backup.file().map(|taken| &taken.file),
                 "seconds": started.elapsed().as_secs_f64(),
             });
             println!("{summary}");
         }
         Ok(())
+    }
+}
+
+/// What the deploy did about a backup, for its history line.
+enum PreDeploy {
+    Taken(Taken),
+    Skipped(String),
+}
+
+impl PreDeploy {
+    fn file(&self) -> Option<&Taken> {
+        match self {
+            PreDeploy::Taken(taken) => Some(taken),
+            PreDeploy::Skipped(_) => None,
+        }
+    }
+
+    fn history_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+        match self {
+            PreDeploy::Taken(taken) => vec![
+                ("backup", json!(taken.file)),
+                ("backup_sha256", json!(taken.sha256)),
+            ],
+            PreDeploy::Skipped(why) => vec![("backup_skipped", json!(why))],
+        }
     }
 }
 
@@ -381,5 +478,30 @@ fn prune(payload: &Payload, keep: usize) -> anyhow::Result<Vec<String>> {
         removed.push(version);
         excess -= 1;
     }
+    prune_backups(payload, &removed)?;
     Ok(removed)
+}
+
+/// The backups taken before the deploys of releases just removed go with them (the live
+/// release's, which `rollback --with-data` needs, is never among them).
+fn prune_backups(payload: &Payload, removed: &[String]) -> anyhow::Result<()> {
+    if removed.is_empty() {
+        return Ok(());
+    }
+    for event in payload.history() {
+        let (Some(to), Some(file)) = (event["to"].as_str(), event["backup"].as_str()) else {
+            continue;
+        };
+        if event["action"] != "deploy" || !removed.iter().any(|version| version == to) {
+            continue;
+        }
+        for path in [file.to_owned(), format!("{file}.sha256")] {
+            match fs::remove_file(&path) {
+                Ok(()) => eprintln!("removed the backup {path} (taken before {to})"),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error).with_context(|| format!("cannot remove {path}")),
+            }
+        }
+    }
+    Ok(())
 }

@@ -74,6 +74,26 @@ impl Report {
         }
     }
 
+    /// The outcome of the host's script: `success` with its gate time when it succeeded, else
+    /// `failure` with why. Returns whether it succeeded.
+    fn settle(&mut self, ran: anyhow::Result<Ran>, success: Outcome, failure: Outcome) -> bool {
+        match ran {
+            Ok(ran) if ran.success => {
+                self.outcome = success;
+                self.gate_ms = gate_ms(&ran);
+                true
+            }
+            Ok(ran) => {
+                (self.outcome, self.why) = (failure, ran.why());
+                false
+            }
+            Err(error) => {
+                (self.outcome, self.why) = (failure, format!("{error:#}"));
+                false
+            }
+        }
+    }
+
     fn json(&self) -> Value {
         let text = |value: &str| {
             if value.is_empty() {
@@ -111,9 +131,9 @@ impl Fleet {
     pub fn new(
         env: &str,
         destinations: Vec<Destination>,
-        ssh_config: Option<PathBuf>,
-        batch: usize,
+        args: &crate::flags::FleetArgs,
     ) -> anyhow::Result<Fleet> {
+        let (ssh_config, batch) = (args.ssh_config.clone(), args.batch);
         if !ENVIRONMENTS.contains(&env) {
             bail!(
                 "unknown environment {env:?}; use one of: {}",
@@ -259,6 +279,8 @@ pub struct Rollout<'a> {
     pub keep: usize,
     pub reason: Option<String>,
     pub allowed_signers: Option<PathBuf>,
+    /// install.sh's backup options: --no-backup, --backup, --backup-dir DIR (a path on the host).
+    pub backup_args: Vec<String>,
 }
 
 impl Rollout<'_> {
@@ -445,6 +467,7 @@ impl Rollout<'_> {
         .map(|word| (*word).to_owned())
         .collect();
         args.extend(fleet.gate_args(destination));
+        args.extend(self.backup_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut command = fleet.connector.fleet(destination, &args);
         if copy {
@@ -457,20 +480,9 @@ impl Rollout<'_> {
                 }
             };
         }
-        match fleet.connector.run(command, &destination.to_string(), true) {
-            Ok(ran) if ran.success => {
-                report.outcome = Outcome::Deployed;
-                report.after = version.to_owned();
-                report.gate_ms = gate_ms(&ran);
-            }
-            Ok(ran) => {
-                report.outcome = Outcome::Failed;
-                report.why = ran.why();
-            }
-            Err(error) => {
-                report.outcome = Outcome::Failed;
-                report.why = format!("{error:#}");
-            }
+        let ran = fleet.connector.run(command, &destination.to_string(), true);
+        if report.settle(ran, Outcome::Deployed, Outcome::Failed) {
+            report.after = version.to_owned();
         }
     }
 
@@ -632,20 +644,9 @@ pub fn rollback(
                     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
                     let command = fleet.connector.command(&report.destination, &argv);
                     let label = report.destination.to_string();
-                    match fleet.connector.run(command, &label, true) {
-                        Ok(ran) if ran.success => {
-                            report.outcome = Outcome::RolledBack;
-                            report.gate_ms = gate_ms(&ran);
-                            report.after = target;
-                        }
-                        Ok(ran) => {
-                            report.outcome = Outcome::RollbackFailed;
-                            report.why = ran.why();
-                        }
-                        Err(error) => {
-                            report.outcome = Outcome::RollbackFailed;
-                            report.why = format!("{error:#}");
-                        }
+                    let ran = fleet.connector.run(command, &label, true);
+                    if report.settle(ran, Outcome::RolledBack, Outcome::RollbackFailed) {
+                        report.after = target;
                     }
                     report.took = started.elapsed();
                 });

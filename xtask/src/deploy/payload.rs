@@ -167,7 +167,19 @@ impl Payload {
         to: &str,
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
-        let event = json!({
+        self.record_with(action, from, to, reason, Vec::new())
+    }
+
+    /// `record` with more fields (the backup a deploy took, say); the keys come out sorted.
+    pub fn record_with(
+        &self,
+        action: &str,
+        from: Option<&str>,
+        to: &str,
+        reason: Option<&str>,
+        extra: Vec<(&str, Value)>,
+    ) -> anyhow::Result<()> {
+        let mut event = json!({
             "time": utc::rfc3339(utc::now()),
             "user": user(),
             "action": action,
@@ -175,6 +187,9 @@ impl Payload {
             "to": to,
             "reason": reason,
         });
+        for (key, value) in extra {
+            event[key] = value;
+        }
         let path = self.dir.join(HISTORY);
         let mut file = OpenOptions::new()
             .create(true)

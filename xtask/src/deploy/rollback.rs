@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
+use crate::database::predeploy::{self, Connection};
 use crate::deploy::destination::Destination;
 use crate::deploy::fleet::{self, Fleet};
 use crate::deploy::payload::Payload;
@@ -20,17 +21,17 @@ impl flags::Rollback {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
         let (destinations, rollout) = self.fleet.destinations(&self.destinations)?;
         if rollout {
+            if self.with_data {
+                bail!(
+                    "--with-data is for one local folder: restore each host's data with `cargo xtask rollback <env> <folder> --with-data` on it, one at a time"
+                );
+            }
             if self.allowed_signers.is_some() {
                 bail!(
                     "--allowed-signers is for one local folder; in a rollout each host checks against its own <path>/allowed_signers"
                 );
             }
-            let mut fleet = Fleet::new(
-                &self.env,
-                destinations,
-                self.fleet.ssh_config.clone(),
-                self.fleet.batch,
-            )?;
+            let mut fleet = Fleet::new(&self.env, destinations, &self.fleet)?;
             fleet.health_timeout = self.health_timeout;
             fleet.health_url = self.health_url.clone();
             return fleet::rollback(
@@ -44,6 +45,52 @@ impl flags::Rollback {
             unreachable!("one local destination");
         };
         self.run_local(given)
+    }
+
+    /// `--with-data`: the backup the deploy of the live release took goes back in (the safe
+    /// restore), before the switch; refused, with nothing changed, if it is not the data of
+    /// `target`, is missing, or fails its checksum.
+    fn restore_data(
+        &self,
+        payload: &Payload,
+        live: Option<&str>,
+        target: &str,
+    ) -> anyhow::Result<()> {
+        let live = live.context(
+            "refused: nothing is live, so no deploy's backup can go back; nothing was changed",
+        )?;
+        let (from, taken) = predeploy::before_deploy_of(&payload.history(), live)
+            .context("refused --with-data; nothing was changed")?;
+        if from != target {
+            bail!(
+                "refused --with-data: the backup taken before {live} was deployed holds the data of {from}, not of {target}; roll back to {from} (--to {from}), or without --with-data; nothing was changed"
+            );
+        }
+        predeploy::check(&taken).context("refused --with-data")?;
+        let connection = Connection::of(payload).with_context(|| {
+            format!(
+                "refused --with-data: {} names no database (SAULPOS_DB_URL and SAULPOS_DB_USERNAME); nothing was changed",
+                payload.dir.join("saulpos.env").display()
+            )
+        })?;
+        eprintln!(
+            "restoring {} (taken before {live} was deployed) into {}",
+            taken.file.display(),
+            connection.describe()
+        );
+        predeploy::restore(&connection, &taken, self.yes)
+            .context("the data and the live release are unchanged")?;
+        payload.record_with(
+            "restore",
+            Some(live),
+            target,
+            self.reason.as_deref(),
+            vec![
+                ("backup", json!(taken.file)),
+                ("backup_sha256", json!(taken.sha256)),
+                ("database", json!(connection.name)),
+            ],
+        )
     }
 
     fn run_local(self, given: PathBuf) -> anyhow::Result<()> {
@@ -109,6 +156,9 @@ impl flags::Rollback {
                 payload.env,
                 given.display()
             );
+        }
+        if self.with_data {
+            self.restore_data(&payload, live.as_deref(), &target)?;
         }
         payload.switch(&target)?;
         payload.record("rollback", live.as_deref(), &target, self.reason.as_deref())?;

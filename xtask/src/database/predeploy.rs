@@ -1,0 +1,185 @@
+//! The backup a deploy takes of its environment's database before it switches, and finding it
+//! again for `rollback --with-data`. The database, user and password come from the payload's
+//! `saulpos.env`; the password reaches `backup` and `restore` (run as this binary's own
+//! subcommands) in PGPASSWORD, never on a command line.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::deploy::payload::Payload;
+use crate::release::checksum;
+use crate::util::{durable, env_file};
+
+/// Where the environment's database is, as its `saulpos.env` says.
+pub struct Connection {
+    pub host: String,
+    pub port: String,
+    pub name: String,
+    pub username: String,
+    password: Option<String>,
+}
+
+impl Connection {
+    /// The database of the payload's `saulpos.env`, if it names one (with its user).
+    pub fn of(payload: &Payload) -> Option<Connection> {
+        let text = fs::read_to_string(payload.dir.join("saulpos.env")).ok()?;
+        let database = env_file::database(&text)?;
+        let username =
+            env_file::value(&text, "SAULPOS_DB_USERNAME").filter(|name| !name.is_empty())?;
+        if database.name.is_empty() {
+            return None;
+        }
+        Some(Connection {
+            host: database.host,
+            port: database.port,
+            name: database.name,
+            username,
+            password: env_file::value(&text, "SAULPOS_DB_PASSWORD")
+                .filter(|password| !password.is_empty()),
+        })
+    }
+
+    /// `cargo xtask <subcommand> <host> <port> <database> <user> ...`: this binary, with the
+    /// password in its environment.
+    fn xtask(&self, subcommand: &str) -> anyhow::Result<Command> {
+        let mut command =
+            Command::new(std::env::current_exe().context("cannot find this xtask binary")?);
+        command
+            .arg(subcommand)
+            .args([&self.host, &self.port, &self.name, &self.username]);
+        if let Some(password) = &self.password {
+            command.env("PGPASSWORD", password);
+        }
+        Ok(command)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} at {}:{} as {}",
+            self.name, self.host, self.port, self.username
+        )
+    }
+}
+
+/// A verified backup with its checksum.
+pub struct Taken {
+    pub file: PathBuf,
+    pub sha256: String,
+}
+
+impl Taken {
+    pub fn checksum_file(&self) -> PathBuf {
+        let mut name = self.file.as_os_str().to_owned();
+        name.push(".sha256");
+        PathBuf::from(name)
+    }
+}
+
+/// Backs up the environment's database into `dir` (created private to the owner): the same
+/// verified backup as `cargo xtask backup`.
+pub fn take(connection: &Connection, dir: &Path) -> anyhow::Result<Taken> {
+    durable::create_private_dir_all(dir)
+        .with_context(|| format!("cannot create the backup folder {}", dir.display()))?;
+    // Backups are named to the second: one taken within the same second waits for the next.
+    let stem = crate::database::backup::file_stem(&connection.name);
+    let now = crate::util::utc::now();
+    if dir
+        .join(format!("{stem}-{}.dump", crate::util::utc::compact(now)))
+        .exists()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let output = connection
+        .xtask("backup")?
+        .arg(dir)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run the backup")?;
+    if !output.status.success() {
+        bail!("the backup of {} failed (see above)", connection.describe());
+    }
+    let summary: Value =
+        serde_json::from_slice(&output.stdout).context("the backup printed no summary")?;
+    let file = summary["backup"]
+        .as_str()
+        .context("the backup named no file")?;
+    let sha256 = summary["sha256"]
+        .as_str()
+        .context("the backup gave no checksum")?;
+    Ok(Taken {
+        file: PathBuf::from(file),
+        sha256: sha256.to_owned(),
+    })
+}
+
+/// The backup the last deploy of `live` took, with the release that was live before it, from
+/// the history; an error says why there is none.
+pub fn before_deploy_of(history: &[Value], live: &str) -> anyhow::Result<(String, Taken)> {
+    let deploy = history
+        .iter()
+        .rev()
+        .find(|event| event["action"] == "deploy" && event["to"] == live && event["from"] != live)
+        .with_context(|| format!("the history records no deploy of {live}"))?;
+    let from = deploy["from"].as_str().unwrap_or_default().to_owned();
+    match (deploy["backup"].as_str(), deploy["backup_sha256"].as_str()) {
+        (Some(file), Some(sha256)) => Ok((
+            from,
+            Taken {
+                file: PathBuf::from(file),
+                sha256: sha256.to_owned(),
+            },
+        )),
+        _ => bail!(
+            "the deploy of {live} took no backup ({}); restore one by hand (docs/runbooks/restore.md) or roll back without --with-data",
+            deploy["backup_skipped"]
+                .as_str()
+                .unwrap_or("no database in saulpos.env then")
+        ),
+    }
+}
+
+/// Checks that `taken` is on disk and still what was recorded, before anything changes.
+pub fn check(taken: &Taken) -> anyhow::Result<()> {
+    let checksum_file = taken.checksum_file();
+    if !taken.file.is_file() || !checksum_file.is_file() {
+        bail!(
+            "the pre-deploy backup {} (or its .sha256) is missing; nothing was changed",
+            taken.file.display()
+        );
+    }
+    let (actual, _) = checksum::sha256_file(&taken.file)?;
+    let (listed, _) = checksum::read(&checksum_file)?;
+    if actual != taken.sha256 || listed != taken.sha256 {
+        bail!(
+            "the pre-deploy backup {} does not match the checksum the deploy recorded (sha256 {actual}, recorded {}): damaged or replaced; nothing was changed",
+            taken.file.display(),
+            taken.sha256
+        );
+    }
+    Ok(())
+}
+
+/// The safe restore of `cargo xtask restore` (checksum, scratch database, swap, the old one
+/// kept), with its confirmation unless `yes`.
+pub fn restore(connection: &Connection, taken: &Taken, yes: bool) -> anyhow::Result<()> {
+    let mut command = connection.xtask("restore")?;
+    command.arg(&taken.file).arg(taken.checksum_file());
+    if yes {
+        command.arg("--yes");
+    }
+    let status = command.status().context("cannot run the restore")?;
+    if !status.success() {
+        bail!(
+            "the restore of {} into {} failed (see above)",
+            taken.file.display(),
+            connection.describe()
+        );
+    }
+    Ok(())
+}
