@@ -48,33 +48,51 @@ impl flags::Restore {
                 self.checksum_file.display()
             );
         }
-        // The table of contents and the databases are read while the dump is hashed: both only
-        // read, and their errors come after a checksum mismatch, which is reported first.
-        let (hashed, listed, found) = std::thread::scope(|scope| {
+        // The dump is hashed while everything else reads it: the table of contents, the
+        // databases, and the load into the scratch database. Nothing is swapped in before the
+        // hash matches; a mismatch is reported before any other error (the scratch database
+        // is dropped), so "nothing was restored" holds as if it had been checked first.
+        let mut hashing = Some(std::thread::spawn({
+            let path = self.backup_file.clone();
+            move || checksum::sha256_file(&path)
+        }));
+        let backup_file = self.backup_file.clone();
+        let mut verified = move || -> anyhow::Result<(String, u64)> {
+            let (actual, size) = match hashing.take() {
+                Some(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+                None => unreachable!("the checksum is checked once"),
+            };
+            if actual != recorded {
+                bail!(
+                    "{} does not match its checksum (sha256 {actual}, recorded {recorded}): the file is damaged or not that backup; nothing was restored",
+                    backup_file.display()
+                );
+            }
+            Ok((actual, size))
+        };
+        let (listed, found) = std::thread::scope(|scope| {
             let listed = scope.spawn(|| list(&self.backup_file));
-            let found = scope.spawn(|| databases(&server, &self.database));
-            let hashed = checksum::sha256_file(&self.backup_file);
-            (hashed, joined(listed), joined(found))
+            let found = databases(&server, &self.database);
+            (joined(listed), found)
         });
-        let (actual, size) = hashed?;
-        if actual != recorded {
-            bail!(
-                "{} does not match its checksum (sha256 {actual}, recorded {recorded}): the file is damaged or not that backup; nothing was restored",
-                self.backup_file.display()
-            );
-        }
-        let entries = listed?;
-        step(
-            started,
-            &format!(
-                "checksum ok: {} ({size} bytes, {} entries)",
-                self.backup_file.display(),
-                entries.len()
-            ),
-        );
+        let entries = match listed {
+            Ok(entries) => entries,
+            Err(error) => {
+                verified()?;
+                return Err(error);
+            }
+        };
 
         // 2. Restoring over a database needs an approved incident command.
-        let (exists, leftovers) = found?;
+        let (exists, leftovers) = match found {
+            Ok(found) => found,
+            Err(error) => {
+                verified()?;
+                return Err(error);
+            }
+        };
         let now = utc::compact(utc::now());
         let previous_name =
             postgres::identifier_with_suffix(&self.database, &format!("_before_{now}"));
@@ -113,14 +131,25 @@ impl flags::Restore {
                 }
             ),
         );
-        restore_into(
+        let loaded = restore_into(
             &server,
             &scratch.name,
             &self.backup_file,
             &entries,
             self.jobs,
             started,
-        )?;
+        );
+        // The checksum first: a damaged dump is reported as such, and never swapped in.
+        let (actual, size) = verified()?;
+        loaded?;
+        step(
+            started,
+            &format!(
+                "checksum ok: {} ({size} bytes, {} entries)",
+                self.backup_file.display(),
+                entries.len()
+            ),
+        );
         // 4. One round trip: check the scratch database, give it the target's settings,
         //    privileges and comment (only now, so that none of them, a read-only default, a
         //    statement timeout, CONNECT revoked, reaches pg_restore), and see who is connected.
