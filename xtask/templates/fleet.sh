@@ -9,6 +9,9 @@
 #                                 with copy=yes, write the payload from standard input (checked
 #                                 against <sha256>, then renamed into place); unpack it beside
 #                                 the payloads and run its install.sh
+#   rollback <env> <dest> [rollback.sh options]
+#                                 run the environment's rollback.sh, to its end even if the
+#                                 session drops
 #   probe <env> <dest> [url]      print live=, previous= and health= (UP, DOWN or no answer)
 set -euo pipefail
 
@@ -70,14 +73,9 @@ install_payload() {
     rm -rf -- "$stage"
     err "cannot unpack $payloads/$payload; check the free space under $dest"
   fi
-  # install.sh writes to a file, not to this session: if the rollout dies or its connection
-  # drops, the install and its health gate still run to their end. tail streams the file.
-  local log="$payloads/.install.partial-$$.log"
-  "$stage/${payload%.tar.gz}/install.sh" "$dest" "$@" >"$log" 2>&1 </dev/null &
-  local pid=$!
-  tail -n +1 -s 0.05 -f --pid="$pid" -- "$log" 2>/dev/null || true
-  wait "$pid" || status=$?
-  rm -rf -- "$stage" "$log"
+  run_to_end "$payloads/.install.partial-$$.log" "$stage/${payload%.tar.gz}/install.sh" "$dest" "$@" ||
+    status=$?
+  rm -rf -- "$stage"
   # Payloads are kept as long as their release is: a re-run copies nothing.
   for path in "$payloads"/saulpos-"$ENV"-*.tar.gz; do
     [[ -f "$path" ]] || continue
@@ -86,6 +84,27 @@ install_payload() {
     [[ -d "$dest/saulpos-$ENV/releases/$version" ]] || rm -f -- "$path"
   done
   return "$status"
+}
+
+# Runs a command with its output in the file $1, not in this session, and streams the file: if
+# the rollout dies or its connection drops, the command (an install, a rollback, and their
+# health gates) still runs to its end. Returns its status.
+run_to_end() {
+  local log="$1" pid status=0
+  shift
+  "$@" >"$log" 2>&1 </dev/null &
+  pid=$!
+  tail -n +1 -s 0.05 -f --pid="$pid" -- "$log" 2>/dev/null || true
+  wait "$pid" || status=$?
+  rm -f -- "$log"
+  return "$status"
+}
+
+rollback_release() {
+  ENV="$1"
+  local dir="$2/saulpos-$1"
+  shift 2
+  run_to_end "$dir/payloads/.rollback.partial-$$.log" "$dir/rollback.sh" "$@"
 }
 
 probe() {
@@ -110,6 +129,7 @@ main() {
   case "$operation" in
     hold) hold "$@" ;;
     install) install_payload "$@" ;;
+    rollback) rollback_release "$@" ;;
     probe) probe "$@" ;;
     -h | --help) usage ;;
     *) err "unknown operation ${operation:-(none)}; see fleet.sh --help" ;;

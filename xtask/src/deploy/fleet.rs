@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -192,6 +193,24 @@ impl Fleet {
             args.extend(["--health-url".to_owned(), url]);
         }
         args
+    }
+
+    /// The host's rollback.sh back to `to`, restarted and health-gated, run to its end on the
+    /// host even if this process or its connection dies.
+    fn rollback_command(&self, destination: &Destination, to: &str, reason: &str) -> Command {
+        let path = Fleet::path(destination);
+        let mut args = vec![
+            "rollback".to_owned(),
+            self.env.clone(),
+            path,
+            "--to".to_owned(),
+            to.to_owned(),
+            "--reason".to_owned(),
+            reason.to_owned(),
+        ];
+        args.extend(self.gate_args(destination));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.connector.fleet(destination, &args)
     }
 
     /// Takes every host's rollout lock, all at once; refuses, holding none, if one fails.
@@ -530,18 +549,8 @@ impl Rollout<'_> {
                         };
                         return;
                     }
-                    let path = Fleet::path(&report.destination);
-                    let script = format!("{path}/saulpos-{}/rollback.sh", fleet.env);
-                    let mut argv = vec![
-                        script,
-                        "--to".into(),
-                        report.before.clone(),
-                        "--reason".into(),
-                        reason.clone(),
-                    ];
-                    argv.extend(fleet.gate_args(&report.destination));
-                    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-                    let command = fleet.connector.command(&report.destination, &argv);
+                    let command =
+                        fleet.rollback_command(&report.destination, &report.before, reason);
                     let label = report.destination.to_string();
                     let result = match fleet.connector.run(command, &label, true) {
                         Ok(ran) if ran.success => Ok(format!("back on {}: UP", report.before)),
@@ -632,17 +641,7 @@ pub fn rollback(
                         report.why = format!("{target} is already live");
                         return;
                     }
-                    let path = Fleet::path(&report.destination);
-                    let mut argv = vec![
-                        format!("{path}/saulpos-{}/rollback.sh", fleet.env),
-                        "--to".into(),
-                        target.clone(),
-                        "--reason".into(),
-                        reason.clone(),
-                    ];
-                    argv.extend(fleet.gate_args(&report.destination));
-                    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-                    let command = fleet.connector.command(&report.destination, &argv);
+                    let command = fleet.rollback_command(&report.destination, &target, reason);
                     let label = report.destination.to_string();
                     let ran = fleet.connector.run(command, &label, true);
                     if report.settle(ran, Outcome::RolledBack, Outcome::RollbackFailed) {
