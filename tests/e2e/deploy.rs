@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::hostile::{Evil, evil_dist, flip_a_byte};
 use crate::package::release_1_0_0;
-use crate::support::{StopServers, TestDb, clone, free_port, lock, text, write_env, xtask};
+use crate::support::{Configured, TestDb, clone, free_port, lock, text, xtask};
 
 /// Version 1.2.0, packaged once for the tests that need a second release.
 pub fn release_1_2_0() -> &'static Path {
@@ -477,19 +477,14 @@ fn deploy_restart_gates_on_health_and_smoke_and_switches_back_by_itself_when_the
     release_1_0_0();
     release_1_2_0();
     let db = TestDb::new("deploy_restart");
-    let dest = tempfile::tempdir().unwrap();
-    let payload = dest.path().join("saulpos-staging");
-    fs::create_dir_all(&payload).unwrap();
-    let port = free_port();
-    write_env(&payload, &db, port);
-    let _server = StopServers(vec![payload.clone()]);
-    let url = format!("http://127.0.0.1:{port}");
+    let configured = Configured::new("staging", &db);
+    let (dest, payload, url) = (&configured.dest, &configured.installed, &configured.url);
 
     // No systemd unit is active here: run.sh restart starts it, and the gate waits for UP and
     // the smoke checks, at the port of saulpos.env.
     for version in ["1.0.0", "1.2.0"] {
         let output = deploy("staging", version, dest.path(), &["--restart"]);
-        assert_passed_the_gate(&output, &url, version);
+        assert_passed_the_gate(&output, url, version);
     }
 
     // A release that does not come up (this restart command starts only 1.2.0): the deploy fails
@@ -521,7 +516,7 @@ fn deploy_restart_gates_on_health_and_smoke_and_switches_back_by_itself_when_the
         message.contains("the end of "),
         "the log's end is shown: {message}"
     );
-    let last = assert_back_on_1_2_0(&payload, &url);
+    let last = assert_back_on_1_2_0(payload, url);
     assert_eq!(last["from"], "1.0.0");
     assert!(
         last["reason"]

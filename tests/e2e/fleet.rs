@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use crate::deploy::{hold_lock, live, release_1_2_0, run};
 use crate::package::release_1_0_0;
 use crate::signing::signed_release;
-use crate::support::{
-    StopServers, TestDb, clone, free_port, get_json, text, write_env, xtask_command,
-};
+use crate::support::{Configured, TestDb, clone, free_port, get_json, text, xtask_command};
 
 /// An sshd on 127.0.0.1, and the client side the test uses: `ssh_config` names the user key
 /// and a known_hosts file that holds the host key (or not).
@@ -115,31 +113,30 @@ impl Sshd {
 /// A "host": a destination folder with its environment folder configured for its own database
 /// and port.
 struct Host {
-    dest: tempfile::TempDir,
+    // First: its server stops before its database goes.
+    configured: Configured,
     db: TestDb,
-    port: u16,
 }
 
 impl Host {
     fn new(name: &str) -> Host {
-        let dest = tempfile::tempdir().unwrap();
-        let installed = dest.path().join("saulpos-staging");
-        fs::create_dir_all(&installed).unwrap();
-        let host = Host {
-            dest,
-            db: TestDb::new(name),
-            port: free_port(),
-        };
-        write_env(&installed, &host.db, host.port);
-        host
+        let db = TestDb::new(name);
+        Host {
+            configured: Configured::new("staging", &db),
+            db,
+        }
+    }
+
+    fn dest(&self) -> &Path {
+        self.configured.dest.path()
     }
 
     fn installed(&self) -> PathBuf {
-        self.dest.path().join("saulpos-staging")
+        self.configured.installed.clone()
     }
 
     fn serves(&self) -> String {
-        let (status, info) = get_json(&format!("http://127.0.0.1:{}/actuator/info", self.port));
+        let (status, info) = get_json(&format!("{}/actuator/info", self.configured.url));
         assert_eq!(status, 200, "{info}");
         info["version"].as_str().unwrap().to_owned()
     }
@@ -175,10 +172,9 @@ fn a_rolling_deploy_over_ssh_gates_every_host_and_puts_them_all_back_when_one_fa
     let sshd = Sshd::start();
     let config = sshd.config();
     let hosts: Vec<Host> = (1..=3).map(|n| Host::new(&format!("fleet_{n}"))).collect();
-    let _servers = StopServers(hosts.iter().map(Host::installed).collect());
     let destinations: Vec<String> = hosts
         .iter()
-        .map(|host| sshd.destination(host.dest.path()))
+        .map(|host| sshd.destination(host.dest()))
         .collect();
     let hosts_file = sshd.dir.path().join("hosts");
     fs::write(
@@ -503,10 +499,9 @@ fn a_rollout_killed_at_any_point_leaves_every_host_on_a_complete_release_and_blo
     let hosts: Vec<Host> = (1..=2)
         .map(|n| Host::new(&format!("fleet_kill_{n}")))
         .collect();
-    let _servers = StopServers(hosts.iter().map(Host::installed).collect());
     let destinations: Vec<String> = hosts
         .iter()
-        .map(|host| sshd.destination(host.dest.path()))
+        .map(|host| sshd.destination(host.dest()))
         .collect();
     let args = |version: &'static str| {
         let mut args = vec!["deploy", "staging", version];

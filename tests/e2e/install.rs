@@ -16,7 +16,7 @@ use crate::deploy::{
 };
 use crate::hostile::{Evil, flip_a_byte, regenerate_sums, unpack_payload, write_evil_release};
 use crate::package::release_1_0_0;
-use crate::support::{StopServers, TestDb, free_port, text, write_env};
+use crate::support::{Configured, TestDb, free_port, text};
 
 /// A host's shell: nothing but PATH (no cargo on it), and a fixed user for the history.
 fn host_command(program: &Path) -> Command {
@@ -571,17 +571,15 @@ fn install_sh_restart_gates_on_health_and_switches_back_by_itself_without_curl()
     let (_one, payload_1) = payload_copy(first, "staging", "1.0.0");
     let (_two, payload_2) = payload_copy(second, "staging", "1.2.0");
     let db = TestDb::new("install_restart");
-    let dest = tempfile::tempdir().unwrap();
-    let dest_arg = dest.path().to_str().unwrap();
-    let installed = dest.path().join("saulpos-staging");
-    fs::create_dir_all(&installed).unwrap();
-    let port = free_port();
-    write_env(&installed, &db, port);
-    let _server = StopServers(vec![installed.clone()]);
-    let url = format!("http://127.0.0.1:{port}");
+    let configured = Configured::new("staging", &db);
+    let (dest_arg, installed, url) = (
+        configured.dest_arg(),
+        &configured.installed,
+        &configured.url,
+    );
     for (payload, version) in [(&payload_1, "1.0.0"), (&payload_2, "1.2.0")] {
         let output = install_sh(payload, &[dest_arg, "--restart"]);
-        assert_passed_the_gate(&output, &url, version);
+        assert_passed_the_gate(&output, url, version);
     }
     // The server does not hold the install's lock: the next install takes it at once.
     let output = install_sh(
@@ -603,6 +601,6 @@ fn install_sh_restart_gates_on_health_and_switches_back_by_itself_without_curl()
             && message.contains("1.2.0 is live again, UP and passing the smoke checks"),
         "{message}"
     );
-    let last = assert_back_on_1_2_0(&installed, &url);
+    let last = assert_back_on_1_2_0(installed, url);
     assert_eq!(last["reason"], "automatic: 1.0.0 failed its health gate");
 }

@@ -11,7 +11,7 @@ use crate::deploy::{deploy, live, release_1_2_0, run};
 use crate::hostile::flip_a_byte;
 use crate::install::{install_sh, payload_copy};
 use crate::package::release_1_0_0;
-use crate::support::{StopServers, TestDb, clone, free_port, lock, psql, text, write_env, xtask};
+use crate::support::{Configured, TestDb, clone, lock, psql, text, xtask};
 
 const MIGRATION: &str = "server/migrations/20261125000001_loyalty.sql";
 
@@ -52,14 +52,12 @@ fn a_deploy_takes_a_backup_and_rollback_with_data_brings_back_exactly_its_rows()
     let (first, second) = (release_1_0_0(), release_1_5_0());
     assert!(first.is_dir() && second.is_dir() && release_1_2_0().is_dir());
     let db = TestDb::new("with_data");
-    let dest = tempfile::tempdir().unwrap();
-    let dest_arg = dest.path().to_str().unwrap();
-    let installed = dest.path().join("saulpos-staging");
-    fs::create_dir_all(&installed).unwrap();
-    let port = free_port();
-    write_env(&installed, &db, port);
-    let _server = StopServers(vec![installed.clone()]);
-    let url = format!("http://127.0.0.1:{port}");
+    let configured = Configured::new("staging", &db);
+    let (dest, dest_arg, installed) = (
+        &configured.dest,
+        configured.dest_arg(),
+        &configured.installed,
+    );
 
     let output = deploy("staging", "1.0.0", dest.path(), &["--restart"]);
     assert!(output.status.success(), "{}", text(&output));
@@ -72,7 +70,7 @@ fn a_deploy_takes_a_backup_and_rollback_with_data_brings_back_exactly_its_rows()
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let backup = PathBuf::from(summary["backup"].as_str().unwrap());
     assert_eq!(backup.parent().unwrap(), installed.join("backups"));
-    let event = last_event(&installed, 0);
+    let event = last_event(installed, 0);
     assert_eq!(
         (event["action"].as_str(), event["to"].as_str()),
         (Some("deploy"), Some("1.5.0"))
@@ -132,8 +130,8 @@ fn a_deploy_takes_a_backup_and_rollback_with_data_brings_back_exactly_its_rows()
     assert_eq!(skus(&db), before_deploy);
     let columns = db.query("SELECT count(*) FROM information_schema.columns WHERE table_name = 'product' AND column_name = 'loyalty_points'");
     assert_eq!(columns, "0");
-    assert_eq!(live(&installed), "releases/1.0.0");
-    let restore = last_event(&installed, 1);
+    assert_eq!(live(installed), "releases/1.0.0");
+    let restore = last_event(installed, 1);
     assert_eq!(
         (
             restore["action"].as_str(),
@@ -143,7 +141,7 @@ fn a_deploy_takes_a_backup_and_rollback_with_data_brings_back_exactly_its_rows()
         (Some("restore"), Some("1.5.0"), Some("1.0.0"))
     );
     assert_eq!(restore["backup"], backup.to_str().unwrap());
-    let rollback = last_event(&installed, 0);
+    let rollback = last_event(installed, 0);
     assert_eq!(
         (rollback["action"].as_str(), rollback["reason"].as_str()),
         (Some("rollback"), Some("INC-7"))
@@ -169,7 +167,8 @@ fn a_deploy_takes_a_backup_and_rollback_with_data_brings_back_exactly_its_rows()
         .output()
         .unwrap();
     assert!(restarted.status.success(), "{}", text(&restarted));
-    let (status, _) = crate::support::get_json(&format!("{url}/api/v1/products/ROW-2"));
+    let (status, _) =
+        crate::support::get_json(&format!("{}/api/v1/products/ROW-2", configured.url));
     assert_eq!(status, 200);
 
     // Backups go with the release they were taken before: 1.5.0 pruned, its backup goes; the
@@ -190,12 +189,12 @@ fn a_deploy_takes_a_backup_and_rollback_with_data_brings_back_exactly_its_rows()
 fn no_backup_no_deploy_and_a_missing_or_tampered_backup_refuses_with_data() {
     let (first, second) = (release_1_0_0(), release_1_2_0());
     let db = TestDb::new("no_backup");
-    let dest = tempfile::tempdir().unwrap();
-    let dest_arg = dest.path().to_str().unwrap();
-    let installed = dest.path().join("saulpos-prod");
-    fs::create_dir_all(&installed).unwrap();
-    let port = free_port();
-    write_env(&installed, &db, port);
+    let configured = Configured::new("prod", &db);
+    let (dest, dest_arg, installed) = (
+        &configured.dest,
+        configured.dest_arg(),
+        &configured.installed,
+    );
     let good_env = fs::read_to_string(installed.join("saulpos.env")).unwrap();
 
     // A database that cannot be backed up: the deploy and install.sh are refused, nothing changed.
@@ -230,11 +229,11 @@ fn no_backup_no_deploy_and_a_missing_or_tampered_backup_refuses_with_data() {
     fs::write(installed.join("saulpos.env"), &good_env).unwrap();
     let output = deploy("prod", "1.0.0", dest.path(), &["--no-backup"]);
     assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(last_event(&installed, 0)["backup_skipped"], "--no-backup");
+    assert_eq!(last_event(installed, 0)["backup_skipped"], "--no-backup");
     let (_host, payload) = payload_copy(second, "prod", "1.2.0");
     let output = install_sh(&payload, &[dest_arg]);
     assert!(output.status.success(), "{}", text(&output));
-    let event = last_event(&installed, 0);
+    let event = last_event(installed, 0);
     let backup = PathBuf::from(event["backup"].as_str().unwrap());
     assert!(backup.is_file(), "{event}");
 
@@ -256,6 +255,6 @@ fn no_backup_no_deploy_and_a_missing_or_tampered_backup_refuses_with_data() {
         message.contains("is missing; nothing was changed"),
         "{message}"
     );
-    assert_eq!(live(&installed), "releases/1.2.0");
+    assert_eq!(live(installed), "releases/1.2.0");
     assert_eq!(db.query("SELECT count(*) FROM marker"), "0");
 }

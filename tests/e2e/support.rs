@@ -498,6 +498,37 @@ pub fn write_env(installed: &Path, db: &TestDb, port: u16) {
     .unwrap();
 }
 
+/// A destination folder with the environment folder of `env` configured for a database on a
+/// free port (its saulpos.env, as `write_env` writes it); the server run.sh starts there is
+/// stopped at the end.
+pub struct Configured {
+    // First: dropped, so the server stopped, before the folder goes.
+    _stop: StopServers,
+    pub dest: tempfile::TempDir,
+    pub installed: PathBuf,
+    pub url: String,
+}
+
+impl Configured {
+    pub fn new(env: &str, db: &TestDb) -> Configured {
+        let dest = tempfile::tempdir().unwrap();
+        let installed = dest.path().join(format!("saulpos-{env}"));
+        std::fs::create_dir_all(&installed).unwrap();
+        let port = free_port();
+        write_env(&installed, db, port);
+        Configured {
+            _stop: StopServers(vec![installed.clone()]),
+            dest,
+            installed,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn dest_arg(&self) -> &str {
+        self.dest.path().to_str().unwrap()
+    }
+}
+
 /// Stops the servers `run.sh start` left running in these environment folders, whatever happens.
 pub struct StopServers(pub Vec<PathBuf>);
 
