@@ -476,7 +476,7 @@ pub struct Status {
 #[derive(Args)]
 pub struct FleetArgs {
     /// Also the destinations listed in FILE, one a line in rollout order (# starts a comment;
-    /// see docs/fleet.md).
+    /// see docs/runbooks/fleet.md).
     #[arg(long, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
     /// In a rollout: how many hosts at a time.

@@ -1,5 +1,5 @@
 //! Where a release goes: a local folder, or `ssh://[user@]host[:port]/path`, given on the command
-//! line or listed in a hosts file (docs/fleet.md).
+//! line or listed in a hosts file (docs/runbooks/fleet.md).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -132,7 +132,7 @@ pub fn gather(given: &[String], hosts_file: Option<&Path>) -> anyhow::Result<Vec
     }
     if let Some(file) = hosts_file {
         let text = std::fs::read_to_string(file).with_context(|| {
-            format!("cannot read the hosts file {}; give a file with one destination a line (docs/fleet.md)", file.display())
+            format!("cannot read the hosts file {}; give a file with one destination a line (docs/runbooks/fleet.md)", file.display())
         })?;
         for (number, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
