@@ -72,10 +72,28 @@ impl flags::Restore {
             }
             Ok((actual, size))
         };
+        let name = postgres::identifier_with_suffix(
+            &self.database,
+            &format!("_restoring_{}", std::process::id()),
+        );
+        // With --yes no one is asked: the databases are looked up and the scratch database
+        // created in one session (otherwise the creation waits for the confirmation).
         let (listed, found) = std::thread::scope(|scope| {
             let listed = scope.spawn(|| list(&self.backup_file));
-            let found = databases(&server, &self.database);
+            let found = if self.yes {
+                databases_and_scratch(&server, &self.database, &name)
+            } else {
+                databases(&server, &self.database)
+            };
             (joined(listed), found)
+        });
+        // From here a scratch database may exist: the guard drops it if this process dies, and
+        // `Scratch` when it returns early.
+        let early = (self.yes && found.is_ok()).then(|| Scratch {
+            guard: restore_guard::start(&server, &self.database, &name),
+            server: server.clone(),
+            name: name.clone(),
+            keep: false,
         });
         let entries = match listed {
             Ok(entries) => entries,
@@ -108,16 +126,17 @@ impl flags::Restore {
             );
         }
         // CREATE DATABASE is all or nothing: the guard that drops it starts once it exists.
-        let name = postgres::identifier_with_suffix(
-            &self.database,
-            &format!("_restoring_{}", std::process::id()),
-        );
-        create_scratch(&server, &name, exists.then_some(self.database.as_str()))?;
-        let scratch = Scratch {
-            guard: restore_guard::start(&server, &self.database, &name),
-            server: server.clone(),
-            name,
-            keep: false,
+        let scratch = match early {
+            Some(scratch) => scratch,
+            None => {
+                create_scratch(&server, &name, exists.then_some(self.database.as_str()))?;
+                Scratch {
+                    guard: restore_guard::start(&server, &self.database, &name),
+                    server: server.clone(),
+                    name,
+                    keep: false,
+                }
+            }
         };
         step(
             started,
@@ -334,12 +353,16 @@ fn confirm(flags: &flags::Restore, server: &Server, previous_name: &str) -> anyh
 /// Those are named, never dropped: another restore, maybe from another machine, could still be
 /// filling one.
 fn databases(server: &Server, database: &str) -> anyhow::Result<(bool, Vec<String>)> {
-    let names = server.psql(
-        "postgres",
-        "SELECT datname FROM pg_database \
-         WHERE datname = :'name' OR strpos(datname, '_restoring_') > 0 ORDER BY 1",
-        &[("name", database)],
-    )?;
+    let names = server.psql("postgres", DATABASES, &[("like", database)])?;
+    Ok(leftovers_of(&names, database))
+}
+
+/// The target `:like` and every scratch database of a restore, one name a line.
+const DATABASES: &str = "SELECT datname FROM pg_database \
+         WHERE datname = :'like' OR strpos(datname, '_restoring_') > 0 ORDER BY 1";
+
+/// Whether `database` is among `names`, and the scratch databases killed restores of it left.
+fn leftovers_of(names: &str, database: &str) -> (bool, Vec<String>) {
     let exists = names.lines().any(|name| name == database);
     let leftovers = names
         .lines()
@@ -353,7 +376,7 @@ fn databases(server: &Server, database: &str) -> anyhow::Result<(bool, Vec<Strin
         })
         .map(str::to_owned)
         .collect();
-    Ok((exists, leftovers))
+    (exists, leftovers)
 }
 
 /// Creates the scratch database. Restoring over `like`, it takes that database's owner,
@@ -371,9 +394,14 @@ fn create_scratch(server: &Server, name: &str, like: Option<&str>) -> anyhow::Re
         return Ok(());
     };
     server
-        .psql(
-            "postgres",
-            "SELECT format('CREATE DATABASE %I TEMPLATE template0 OWNER %I TABLESPACE %I \
+        .psql("postgres", CREATE_LIKE, &[("name", name), ("like", like)])
+        .with_context(|| scratch_refused(like))?;
+    Ok(())
+}
+
+/// `CREATE DATABASE :name` with the owner, encoding, locale and tablespace of `:like`, if that
+/// one exists (the statement is built, then run by `\gexec`).
+const CREATE_LIKE: &str = "SELECT format('CREATE DATABASE %I TEMPLATE template0 OWNER %I TABLESPACE %I \
                             ENCODING %L LC_COLLATE %L LC_CTYPE %L', \
                            :'name', pg_get_userbyid(d.datdba), t.spcname, \
                            pg_encoding_to_char(d.encoding), d.datcollate, d.datctype) \
@@ -387,15 +415,30 @@ fn create_scratch(server: &Server, name: &str, like: Option<&str>) -> anyhow::Re
                     || CASE WHEN j->>'daticurules' IS NULL THEN '' \
                             ELSE format(' ICU_RULES %L', j->>'daticurules') END \
              FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace, to_jsonb(d) j \
-             WHERE d.datname = :'like' \\gexec",
-            &[("name", name), ("like", like)],
-        )
-        .with_context(|| {
-            format!(
-                "cannot create the scratch database with the owner, encoding, locale and tablespace of {like:?} (restore as a superuser, or as a member of its owner's role); nothing was restored"
-            )
-        })?;
-    Ok(())
+             WHERE d.datname = :'like' \\gexec\n";
+
+fn scratch_refused(like: &str) -> String {
+    format!(
+        "cannot create the scratch database with the owner, encoding, locale and tablespace of {like:?} (restore as a superuser, or as a member of its owner's role); nothing was restored"
+    )
+}
+
+/// `databases` and `create_scratch` in one session: the target and the leftovers are listed
+/// before the scratch database is created, like the target when it exists, plain otherwise.
+fn databases_and_scratch(
+    server: &Server,
+    database: &str,
+    scratch: &str,
+) -> anyhow::Result<(bool, Vec<String>)> {
+    let sql = format!(
+        "{DATABASES};\n{CREATE_LIKE}\
+         SELECT format('CREATE DATABASE %I TEMPLATE template0', :'name') \
+         WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'like') \\gexec\n"
+    );
+    let names = server
+        .psql("postgres", &sql, &[("name", scratch), ("like", database)])
+        .with_context(|| scratch_refused(database))?;
+    Ok(leftovers_of(&names, database))
 }
 
 /// Gives `:scratch` what `:like` has that a restore does not carry: its settings (`ALTER
