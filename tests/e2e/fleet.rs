@@ -149,6 +149,14 @@ fn rollout(args: &[&str]) -> (Output, serde_json::Value) {
     (output, json)
 }
 
+/// Runs a rollout that must succeed with these outcomes ("deployed 1.2.0", one a host).
+fn rollout_ok(args: &[&str], expected: &[&str]) -> serde_json::Value {
+    let (output, json) = rollout(args);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(outcomes(&json), expected, "{}", text(&output));
+    json
+}
+
 fn outcomes(json: &serde_json::Value) -> Vec<String> {
     json["hosts"]
         .as_array()
@@ -226,13 +234,9 @@ fn a_rolling_deploy_over_ssh_gates_every_host_and_puts_them_all_back_when_one_fa
         hosts_file.to_str().unwrap(),
     ];
     args.extend(["--ssh-config", &config, "--batch", "3", "--json"]);
-    let (output, json) = rollout(&args);
-    assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(outcomes(&json), ["deployed 1.2.0"; 3]);
+    rollout_ok(&args, &["deployed 1.2.0"; 3]);
     assert!(hosts.iter().all(|host| host.serves() == "1.2.0"));
-    let (output, json) = rollout(&args);
-    assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(outcomes(&json), ["skipped 1.2.0"; 3]);
+    let json = rollout_ok(&args, &["skipped 1.2.0"; 3]);
     assert!(
         json["hosts"]
             .as_array()
@@ -354,13 +358,9 @@ fn a_rolling_deploy_over_ssh_gates_every_host_and_puts_them_all_back_when_one_fa
         "3",
         "--json",
     ]);
-    let (output, json) = rollout(&args);
-    assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(outcomes(&json), ["rolled back 1.2.0"; 3]);
+    rollout_ok(&args, &["rolled back 1.2.0"; 3]);
     assert!(hosts.iter().all(|host| host.serves() == "1.2.0"));
-    let (output, json) = rollout(&args);
-    assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(outcomes(&json), ["skipped 1.2.0"; 3]);
+    rollout_ok(&args, &["skipped 1.2.0"; 3]);
 
     // Ctrl-C while host 1 is in flight: host 1 finishes, hosts 2 and 3 are not started, every
     // host is on a complete, healthy release, and the table says where each one is.

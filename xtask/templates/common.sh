@@ -349,6 +349,29 @@ valid_health_url() {
   [[ "$1" =~ ^http://[A-Za-z0-9._-]+:[0-9]+/?$ ]]
 }
 
+# The health gate's options, which install.sh and rollback.sh share: when $1 is one, sets
+# restart, restart_command, health_timeout or health_override (the caller's) and puts how many
+# words it took in REPLY; fails otherwise.
+gate_option() {
+  case "$1" in
+    --restart) restart=true; REPLY=1 ;;
+    --restart-command) (($# >= 2)) || err "--restart-command needs a command"; restart_command="$2"; REPLY=2 ;;
+    --health-timeout) (($# >= 2)) || err "--health-timeout needs a number of seconds"; health_timeout="$2"; REPLY=2 ;;
+    --health-url) (($# >= 2)) || err "--health-url needs a URL, e.g. http://10.0.0.5:8080"; health_override="$2"; REPLY=2 ;;
+    *) return 1 ;;
+  esac
+}
+
+# Refuses gate options that are malformed or given without --restart.
+check_gate_options() {
+  [[ "$health_timeout" =~ ^[0-9]+$ ]] ||
+    err "--health-timeout $health_timeout is not a number of seconds; give e.g. --health-timeout 60"
+  [[ -z "$restart_command$health_override" || "$restart" == true ]] ||
+    err "--restart-command and --health-url go with --restart"
+  [[ -z "$health_override" ]] || valid_health_url "$health_override" ||
+    err "--health-url $health_override is not http://host:port; give e.g. --health-url http://10.0.0.5:8080"
+}
+
 # The health gate: restarts, waits until health is UP with version $2 (at most $4 seconds), then
 # the smoke checks of the profile (health, the version, a product lookup). Says what failed.
 gate() {

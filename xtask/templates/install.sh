@@ -322,6 +322,7 @@ main() {
   local no_backup=false want_backup=false backup_dir='' backup_skipped=''
   backup_file=''
   backup_sha256=''
+  # shellcheck disable=SC2034 # read by health_url (common.sh)
   health_override=''
   while (($# > 0)); do
     case "$1" in
@@ -332,10 +333,7 @@ main() {
       --keep=*) keep="${1#--keep=}"; shift ;;
       --allowed-signers) (($# >= 2)) || err "--allowed-signers needs a file"; allowed_signers="$2"; shift 2 ;;
       --allowed-signers=*) allowed_signers="${1#--allowed-signers=}"; shift ;;
-      --restart) restart=true; shift ;;
-      --restart-command) (($# >= 2)) || err "--restart-command needs a command"; restart_command="$2"; shift 2 ;;
-      --health-timeout) (($# >= 2)) || err "--health-timeout needs a number of seconds"; health_timeout="$2"; shift 2 ;;
-      --health-url) (($# >= 2)) || err "--health-url needs a URL, e.g. http://10.0.0.5:8080"; health_override="$2"; shift 2 ;;
+      --restart | --restart-command | --health-timeout | --health-url) gate_option "$@"; shift "$REPLY" ;;
       --no-backup) no_backup=true; shift ;;
       --backup) want_backup=true; shift ;;
       --backup-dir) (($# >= 2)) || err "--backup-dir needs a folder"; backup_dir="$2"; want_backup=true; shift 2 ;;
@@ -354,11 +352,7 @@ main() {
   fi
   [[ -n "$dest" ]] || err "give the folder to install into, e.g. ./install.sh /opt/saulpos; see ./install.sh --help"
   [[ "$keep" =~ ^[0-9]+$ ]] || err "--keep $keep is not a number; give e.g. --keep 5"
-  [[ "$health_timeout" =~ ^[0-9]+$ ]] || err "--health-timeout $health_timeout is not a number of seconds; give e.g. --health-timeout 60"
-  [[ -z "$restart_command" || "$restart" == true ]] || err "--restart-command goes with --restart"
-  [[ -z "$health_override" || "$restart" == true ]] || err "--health-url goes with --restart"
-  [[ -z "$health_override" ]] || valid_health_url "$health_override" ||
-    err "--health-url $health_override is not http://host:port; give e.g. --health-url http://10.0.0.5:8080"
+  check_gate_options
   ((keep >= 2)) || err "--keep $keep would not keep the release to roll back to; use 2 or more"
   [[ "$no_backup" == false || "$want_backup" == false ]] || err "--no-backup goes against --backup and --backup-dir; give one"
   need_cmd tar gzip mktemp sha256sum flock sort stat readlink mv cp install ln id sync

@@ -39,6 +39,7 @@ main() {
   local to='' reason='' live target kept url allowed_signers='' sums line name
   local restart=false restart_command='' health_timeout=60
   signer=''
+  # shellcheck disable=SC2034 # read by health_url (common.sh)
   health_override=''
   while (($# > 0)); do
     case "$1" in
@@ -49,17 +50,11 @@ main() {
       --reason=*) reason="${1#--reason=}"; shift ;;
       --allowed-signers) (($# >= 2)) || err "--allowed-signers needs a file"; allowed_signers="$2"; shift 2 ;;
       --allowed-signers=*) allowed_signers="${1#--allowed-signers=}"; shift ;;
-      --restart) restart=true; shift ;;
-      --restart-command) (($# >= 2)) || err "--restart-command needs a command"; restart_command="$2"; shift 2 ;;
-      --health-timeout) (($# >= 2)) || err "--health-timeout needs a number of seconds"; health_timeout="$2"; shift 2 ;;
-      --health-url) (($# >= 2)) || err "--health-url needs a URL, e.g. http://10.0.0.5:8080"; health_override="$2"; shift 2 ;;
+      --restart | --restart-command | --health-timeout | --health-url) gate_option "$@"; shift "$REPLY" ;;
       *) err "unknown argument $1; see ./rollback.sh --help" ;;
     esac
   done
-  [[ "$health_timeout" =~ ^[0-9]+$ ]] || err "--health-timeout $health_timeout is not a number of seconds; give e.g. --health-timeout 60"
-  [[ -z "$restart_command$health_override" || "$restart" == true ]] || err "--restart-command and --health-url go with --restart"
-  [[ -z "$health_override" ]] || valid_health_url "$health_override" ||
-    err "--health-url $health_override is not http://host:port; give e.g. --health-url http://10.0.0.5:8080"
+  check_gate_options
   need_cmd sha256sum flock sort paste stat readlink mv ln id sync
   local dir
   dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"

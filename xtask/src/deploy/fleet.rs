@@ -309,17 +309,22 @@ impl Rollout<'_> {
         let (version, release_dir) = dist::release_dir(&self.dist, self.version)?;
         let version = version.to_string();
         // Nothing leaves this machine unless the payload is exactly what was packaged.
-        let allowed = match &self.allowed_signers {
-            Some(file) => {
-                signature::allowed_signers(Some(file), std::path::Path::new("/nonexistent"))?
-            }
-            None => None,
-        };
-        let shipped = Shipped::open(&release_dir, &fleet.env, &version, allowed.as_deref())?;
+        // Only the allowed signers given here: each host checks against its own as it installs.
+        if self.allowed_signers.is_some() {
+            // Refuses a file that is not there (the folder argument is only for the default).
+            signature::allowed_signers(self.allowed_signers.as_deref(), &release_dir)?;
+        }
+        Shipped::open(
+            &release_dir,
+            &fleet.env,
+            &version,
+            self.allowed_signers.as_deref(),
+        )?;
         let payload_name = payload_files::payload_archive_name(&fleet.env, &version);
         let payload_path = release_dir.join(&payload_name);
-        let (payload_sha, payload_size) = checksum::sha256_file(&payload_path)?;
-        drop(shipped);
+        // Shipped::open checked the payload against its .sha256: that digest is the payload's.
+        let (payload_sha, _) = checksum::read(&release_dir.join(format!("{payload_name}.sha256")))?;
+        let payload_size = std::fs::metadata(&payload_path)?.len();
         let interrupt = Interrupt::catch()?;
 
         let held = match fleet.hold_all(&payload_name) {
