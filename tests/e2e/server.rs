@@ -396,3 +396,48 @@ fn the_password_appears_nowhere_in_what_the_server_prints() {
         );
     }
 }
+
+#[test]
+fn four_servers_started_together_on_an_empty_database_migrate_it_once_and_all_come_up() {
+    let db = TestDb::new("replicas");
+    let url = db.url();
+    // dev: each also loads the demo catalogue, the other write that races at startup.
+    let mut servers: Vec<Server> = (0..4)
+        .map(|_| Server::spawn(&[("SAULPOS_DB_URL", &url)]))
+        .collect();
+    for server in &servers {
+        assert!(
+            eventually(Duration::from_secs(30), || get(
+                &server.url("/actuator/health")
+            )
+            .is_ok_and(|(status, _)| status == 200)),
+            "a replica did not come up: {}",
+            server.output()
+        );
+    }
+    let migrations =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../server/migrations"))
+            .unwrap()
+            .count();
+    assert_eq!(
+        db.query(
+            "SELECT count(*), count(DISTINCT version), bool_and(success) FROM _sqlx_migrations"
+        ),
+        format!("{migrations}|{migrations}|t")
+    );
+    assert_eq!(
+        db.query("SELECT count(*) FROM product WHERE sku LIKE 'DEMO-%'"),
+        "3"
+    );
+    for server in &mut servers {
+        let (status, product) = get_json(&server.url("/api/v1/products/DEMO-BREAD"));
+        assert_eq!(status, 200, "{product}");
+        server.terminate();
+        assert_eq!(
+            server.wait(Duration::from_secs(10)),
+            Some(0),
+            "{}",
+            server.output()
+        );
+    }
+}
