@@ -270,11 +270,7 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
 /// A copy of release 1.0.0's folder in a dist of its own.
 fn copy_release(dist: &Path, from: &Path, version: &str) -> PathBuf {
     let copy = dist.join(version);
-    fs::create_dir_all(&copy).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
+    crate::package::copy_release(from, &copy);
     copy
 }
 

@@ -141,11 +141,7 @@ pub fn unpack_payload(release: &Path, env: &str, version: &str, into: &Path) -> 
 /// hostile archive instead, every checksum around it regenerated (`.sha256`s, SHA256SUMS).
 pub fn evil_dist(release: &Path, dist: &Path, env: &str, version: &str, entries: &[Evil]) {
     let copy = dist.join(version);
-    fs::create_dir_all(&copy).unwrap();
-    for entry in fs::read_dir(release).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
+    crate::package::copy_release(release, &copy);
     let work = tempfile::tempdir().unwrap();
     let unpacked = unpack_payload(release, env, version, work.path());
     write_evil_release(&unpacked, version, entries);

@@ -5,6 +5,7 @@ mod backup;
 mod deploy;
 mod fleet;
 mod hostile;
+mod image;
 mod incident;
 mod install;
 mod package;

@@ -36,6 +36,35 @@ pub fn release_1_0_0() -> &'static Path {
     })
 }
 
+/// Every file of a release folder, `kubernetes/` ones as `kubernetes/<name>`, sorted.
+pub fn release_files(release: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(release).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if entry.path().is_dir() {
+            for inner in fs::read_dir(entry.path()).unwrap() {
+                names.push(format!(
+                    "{name}/{}",
+                    inner.unwrap().file_name().into_string().unwrap()
+                ));
+            }
+        } else {
+            names.push(name);
+        }
+    }
+    names.sort();
+    names
+}
+
+/// Copies every file of the release folder `from` into `to`.
+pub fn copy_release(from: &Path, to: &Path) {
+    fs::create_dir_all(to.join("kubernetes")).unwrap();
+    for name in release_files(from) {
+        fs::copy(from.join(&name), to.join(&name)).unwrap();
+    }
+}
+
 pub fn archive_name(version: &str) -> String {
     format!("saulpos-server-{version}-{TARGET}.tar.gz")
 }
@@ -44,13 +73,14 @@ pub fn archive_name(version: &str) -> String {
 fn package_writes_the_archive_checksum_and_manifests_that_the_plain_tools_accept() {
     let release = release_1_0_0();
     let archive = archive_name("1.0.0");
-    let mut names: Vec<String> = fs::read_dir(release)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
+    let names = release_files(release);
     let mut expected_names = vec![
         "SHA256SUMS".to_owned(),
+        "kubernetes/kustomization.yaml".to_owned(),
+        "kubernetes/saulpos-dev.yaml".to_owned(),
+        "kubernetes/saulpos-prod.yaml".to_owned(),
+        "kubernetes/saulpos-staging.yaml".to_owned(),
+        "saulpos-server-1.0.0-oci.tar".to_owned(),
         "manifest.json".to_owned(),
         "manifest.txt".to_owned(),
         "provenance.intoto.json".to_owned(),
@@ -400,11 +430,7 @@ fn verify_catches_a_flipped_byte_in_every_file_of_a_release() {
     let archive = archive_name("1.0.0");
     let copies = tempfile::tempdir().unwrap();
     let copy = copies.path().join("1.0.0");
-    fs::create_dir(&copy).unwrap();
-    for entry in fs::read_dir(release).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
+    copy_release(release, &copy);
     let dist = copies.path().to_str().unwrap();
     let ok = xtask(&clone().dir, &["verify", "1.0.0", "--dist", dist]);
     assert!(ok.status.success(), "{}", text(&ok));
@@ -414,6 +440,14 @@ fn verify_catches_a_flipped_byte_in_every_file_of_a_release() {
         (format!("{archive}.sha256"), "checksum file"),
         ("manifest.txt".to_owned(), "manifest.txt line"),
         ("manifest.json".to_owned(), "problem:"),
+        (
+            "saulpos-server-1.0.0-oci.tar".to_owned(),
+            "saulpos-server-1.0.0-oci.tar is",
+        ),
+        (
+            "kubernetes/saulpos-prod.yaml".to_owned(),
+            "kubernetes/saulpos-prod.yaml's sha256 is",
+        ),
     ] {
         let path = copy.join(&name);
         let original = fs::read(&path).unwrap();
@@ -546,7 +580,7 @@ fn verify_rebuild_packages_the_recorded_commit_again_elsewhere_and_reproduces_th
         message.contains("reproduced: the recorded commit, built again at another path"),
         "{message}"
     );
-    let files = fs::read_dir(release).unwrap().count();
+    let files = release_files(release).len();
     assert!(
         message.contains(&format!("compared {files} files with the rebuild")),
         "{message}"

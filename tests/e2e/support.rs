@@ -354,6 +354,9 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// The `origin` remote of the snapshot clones.
+pub const SOURCE_URL: &str = "https://git.example.invalid/saulpos/saulpos.git";
+
 /// A fresh git repository at `dest` holding the workspace's files as they are now (tracked and
 /// untracked, less what git ignores), in one commit with a fixed date. A `target/` folder left
 /// there by an earlier run is kept, so builds stay incremental.
@@ -399,6 +402,8 @@ pub fn snapshot_workspace(dest: &Path) {
         std::fs::copy(&source, &target).unwrap();
     }
     git(dest, &["init", "-q", "-b", "main"]);
+    // Where the source lives, as a real clone would say (the image's source annotation).
+    git(dest, &["remote", "add", "origin", SOURCE_URL]);
     git(dest, &["add", "-A"]);
     git(
         dest,

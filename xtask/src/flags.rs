@@ -20,6 +20,8 @@ pub struct Xtask {
 pub enum Command {
     Package(Package),
     Verify(Verify),
+    Kubernetes(Kubernetes),
+    PushImage(PushImage),
     Backup(Backup),
     Restore(Restore),
     #[command(hide = true)]
@@ -57,6 +59,51 @@ pub struct Package {
     #[arg(long)]
     pub dist: Option<PathBuf>,
     /// Print one JSON object describing the release on stdout when done (for CI).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Print one environment's Kubernetes manifests from dist/<version>/kubernetes/ with the image
+/// in your registry: <REG>/saulpos-server@sha256:..., the digest the release built. Pipe it to
+/// `kubectl apply -f -`. The file is checked against SHA256SUMS first.
+#[derive(Args)]
+pub struct Kubernetes {
+    /// The environment: dev, staging or prod.
+    #[arg(value_parser = ["dev", "staging", "prod"])]
+    pub env: String,
+    /// The version, as packaged: dist/<version>/ must exist.
+    pub version: String,
+    /// The registry (and path) the image was pushed under: host[:port][/path], e.g.
+    /// registry.example.com/saulpos (push it with `cargo xtask push-image`).
+    #[arg(long)]
+    pub registry: String,
+    /// Write to this file (atomically) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The folder holding the releases (default: dist/ in the workspace).
+    #[arg(long)]
+    pub dist: Option<PathBuf>,
+}
+
+/// Copy a release's OCI image (dist/<version>/saulpos-server-<version>-oci.tar) to a registry
+/// with skopeo, tagged <version>, and check that the registry holds the very digest in dist/.
+/// Credentials come from skopeo's own auth file (`skopeo login`), never from the command line.
+#[derive(Args)]
+pub struct PushImage {
+    /// The version, as packaged: dist/<version>/ must exist.
+    pub version: String,
+    /// Where to: <registry>/<repository>, e.g. registry.example.com/saulpos/saulpos-server.
+    pub destination: String,
+    /// Speak plain HTTP (or HTTPS without checking the certificate): for a local registry only.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Check SHA256SUMS.sig against this allowed_signers file before pushing.
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// The folder holding the releases (default: dist/ in the workspace).
+    #[arg(long)]
+    pub dist: Option<PathBuf>,
+    /// Print one JSON object (destination, digest) on stdout when done.
     #[arg(long)]
     pub json: bool,
 }

@@ -34,6 +34,8 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
     match flags.command {
         flags::Command::Package(cmd) => cmd.run(sh),
         flags::Command::Verify(cmd) => cmd.run(sh),
+        flags::Command::Kubernetes(cmd) => cmd.run(),
+        flags::Command::PushImage(cmd) => cmd.run(sh),
         flags::Command::Backup(cmd) => cmd.run(sh),
         flags::Command::Restore(cmd) => cmd.run(sh),
         flags::Command::RestoreGuard(cmd) => cmd.run(),

@@ -1,5 +1,6 @@
 //! `cargo xtask bench package`: our archive + checksum step against `tar -czf` then
-//! `sha256sum` on the same staged files, and `cargo xtask package` for a second version.
+//! `sha256sum` on the same staged files, the OCI image step and its size beside the archive,
+//! and `cargo xtask package` for a second version.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -10,7 +11,7 @@ use xshell::{Shell, cmd};
 use super::{Row, fresh_dir, median, note, package_version, seconds, timed};
 use crate::release::archive::{self, Entry};
 use crate::release::manifest::Manifest;
-use crate::release::{payload_files, provenance, sbom, signature};
+use crate::release::{image, payload_files, provenance, sbom, signature};
 use crate::{flags, project_root, release::package};
 
 pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> {
@@ -79,6 +80,36 @@ pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> 
         payload_runs.push(took);
     }
 
+    // The image step alone: the shared libraries found and read, the layer and the OCI tar.
+    let mut image_runs = Vec::new();
+    let mut image_size = 0;
+    let image_dir = work.join("image");
+    let binary = staged.join(top).join("bin/saulpos-server");
+    for run in 1..=runs {
+        note(&format!("image step, run {run} of {runs}"));
+        fresh_dir(&image_dir)?;
+        let (facts, took) = timed(|| {
+            let entries = read_tree(&staged, top)?;
+            let runtime = image::runtime_files(&binary)?;
+            image::write(
+                &image_dir,
+                &image::Recipe {
+                    version: "0.0.0-bench.2",
+                    revision: &manifest.git_commit,
+                    created: &manifest.source_date,
+                    source_date: 0,
+                    source: None,
+                    licenses: "Apache-2.0",
+                    target: &manifest.target,
+                    release: &entries,
+                    runtime: &runtime,
+                },
+            )
+        })?;
+        image_size = facts.size;
+        image_runs.push(took);
+    }
+
     // What signing adds to a release: the SBOM, the provenance and the signatures (the dist
     // folder's SHA256SUMS and the three payloads'), with a throwaway Ed25519 key.
     let key = work.join("bench-key");
@@ -97,6 +128,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> 
                 "0.0.0-bench.2",
                 &manifest.archive.sha256,
                 &manifest.source_date,
+                &[],
             )?;
             Ok(text)
         })?;
@@ -132,6 +164,9 @@ pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> 
     let trust = median(trust_runs);
     let metadata_time = median(metadata_runs);
     let payload_share = payloads.as_secs_f64() / second.as_secs_f64() * 100.0;
+    let image_time = median(image_runs);
+    let image_share = image_time.as_secs_f64() / second.as_secs_f64() * 100.0;
+    let image_ratio = image_size as f64 / manifest.archive.size as f64;
 
     let (ours, plain) = (median(ours), median(plain));
     let time_ratio = ours.as_secs_f64() / plain.as_secs_f64();
@@ -170,6 +205,25 @@ pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> 
         Row::figure(
             "payload step's share of package",
             format!("{payload_share:.1} %"),
+        ),
+        Row::goal(
+            format!("OCI image: ldd, layer, tar (median of {runs})"),
+            seconds(image_time),
+            "< 0.5 s",
+            image_time.as_secs_f64() < 0.5,
+        ),
+        Row::figure(
+            "image step's share of package",
+            format!("{image_share:.1} %"),
+        ),
+        Row::goal(
+            "image size / server archive",
+            format!(
+                "{image_ratio:.2} ({image_size} / {} bytes)",
+                manifest.archive.size
+            ),
+            "< 1.5",
+            image_ratio < 1.5,
         ),
         Row::figure(
             format!(

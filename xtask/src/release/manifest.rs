@@ -23,6 +23,28 @@ pub struct Manifest {
     pub profile: String,
     pub archive: ArchiveFacts,
     pub files: Vec<FileFacts>,
+    /// The OCI image built from the same binary; `None` for releases made before it.
+    pub image: Option<ImageFacts>,
+}
+
+/// The OCI image: its tar in `dist/`, the digest registries name it by, and the files it holds
+/// beside the release's own, with the Debian package each came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub digest: String,
+    pub files: Vec<ImageFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFile {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    /// `<package> <version> <architecture>` as dpkg knows it; `None` when dpkg does not.
+    pub package: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +88,18 @@ impl Manifest {
                 "mode": format!("{:04o}", file.mode),
                 "sha256": file.sha256,
             })).collect::<Vec<_>>(),
+            "image": self.image.as_ref().map(|image| json!({
+                "name": image.name,
+                "size": image.size,
+                "sha256": image.sha256,
+                "digest": image.digest,
+                "files": image.files.iter().map(|file| json!({
+                    "path": file.path,
+                    "size": file.size,
+                    "sha256": file.sha256,
+                    "package": file.package,
+                })).collect::<Vec<_>>(),
+            })),
         })
     }
 
@@ -101,6 +135,27 @@ impl Manifest {
                 None => format!("{} {} mode={:04o}", file.path, file.kind, file.mode),
             };
             line("file", &value);
+        }
+        if let Some(image) = &self.image {
+            line("image", &image.name);
+            line("image_size", &image.size);
+            line("image_sha256", &image.sha256);
+            line("image_digest", &image.digest);
+            for file in &image.files {
+                line(
+                    "image_file",
+                    &format!(
+                        "{} size={} sha256={} package={}",
+                        file.path,
+                        file.size,
+                        file.sha256,
+                        file.package
+                            .as_deref()
+                            .unwrap_or("unknown")
+                            .replace(" ", "_")
+                    ),
+                );
+            }
         }
         text
     }
@@ -163,6 +218,34 @@ impl Manifest {
                 sha256: string(archive, "sha256")?,
             },
             files,
+            image: match value.get("image") {
+                None | Some(Value::Null) => None,
+                Some(image) => {
+                    let mut files = Vec::new();
+                    for file in image
+                        .get("files")
+                        .and_then(Value::as_array)
+                        .context("manifest.json's image has no \"files\" list")?
+                    {
+                        files.push(ImageFile {
+                            path: string(file, "path")?,
+                            size: number(file, "size")?,
+                            sha256: string(file, "sha256")?,
+                            package: file
+                                .get("package")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                        });
+                    }
+                    Some(ImageFacts {
+                        name: string(image, "name")?,
+                        size: number(image, "size")?,
+                        sha256: string(image, "sha256")?,
+                        digest: string(image, "digest")?,
+                        files,
+                    })
+                }
+            },
         })
     }
 }

@@ -13,7 +13,9 @@ use xshell::{Shell, cmd};
 use crate::release::archive::{self, Entry};
 use crate::release::checksum::{self, HashingWriter};
 use crate::release::manifest::{self, ArchiveFacts, FileFacts, Manifest};
-use crate::release::{dist, payload_files, provenance, release_version, sbom, signature, verify};
+use crate::release::{
+    dist, image, kubernetes, payload_files, provenance, release_version, sbom, signature, verify,
+};
 use crate::util::durable::{self, StagingDir};
 use crate::util::progress::step;
 use crate::util::{git, utc};
@@ -83,6 +85,34 @@ impl flags::Package {
             ),
         );
 
+        let runtime = image::runtime_files(&binary)?;
+        let source_url = image::source_url(&project_root());
+        let created = utc::rfc3339(source.date);
+        let image_facts = image::write(
+            staging.path(),
+            &image::Recipe {
+                version: &version_text,
+                revision: &source.commit,
+                created: &created,
+                source_date: source.date,
+                source: source_url.as_deref(),
+                licenses: LICENSE,
+                target: &toolchain.target,
+                release: &entries,
+                runtime: &runtime,
+            },
+        )?;
+        step(
+            started,
+            &format!(
+                "built the image {} ({} bytes, {:.2}x the server archive; {})",
+                image_facts.name,
+                image_facts.size,
+                image_facts.size as f64 / archive_facts.size as f64,
+                image_facts.digest
+            ),
+        );
+
         let manifest = Manifest {
             name: "saulpos-server".to_owned(),
             version: version_text.clone(),
@@ -97,6 +127,24 @@ impl flags::Package {
             profile: "release".to_owned(),
             archive: archive_facts,
             files: entries.iter().map(file_facts).collect(),
+            image: Some(manifest::ImageFacts {
+                name: image_facts.name.clone(),
+                size: image_facts.size,
+                sha256: image_facts.sha256.clone(),
+                digest: image_facts.digest.clone(),
+                files: runtime
+                    .iter()
+                    .map(|file| manifest::ImageFile {
+                        path: file.path.clone(),
+                        size: file.bytes.len() as u64,
+                        sha256: file.sha256.clone(),
+                        package: file
+                            .package
+                            .as_ref()
+                            .map(|(name, version, arch)| format!("{name} {version} {arch}")),
+                    })
+                    .collect(),
+            }),
         };
         let checksum_name = format!("{archive_name}.sha256");
         durable::write(
@@ -116,10 +164,13 @@ impl flags::Package {
             &version_text,
             &manifest.archive.sha256,
             &manifest.source_date,
+            &runtime,
         )?;
         durable::write(&staging.path().join(&sbom_name), sbom_text.as_bytes())?;
         let lock_path = project_root().join("Cargo.lock");
         let (cargo_lock_sha256, _) = checksum::sha256_file(&lock_path)?;
+        let kubernetes_files =
+            write_kubernetes(staging.path(), &version_text, &image_facts.digest, &entries)?;
         let mut subjects = Vec::new();
         for name in [
             archive_name.clone(),
@@ -127,7 +178,11 @@ impl flags::Package {
             manifest::TEXT_NAME.to_owned(),
             manifest::JSON_NAME.to_owned(),
             sbom_name.clone(),
-        ] {
+            image_facts.name.clone(),
+        ]
+        .into_iter()
+        .chain(kubernetes_files.iter().cloned())
+        {
             let (digest, _) = checksum::sha256_file(&staging.path().join(&name))?;
             subjects.push((name, digest));
         }
@@ -204,6 +259,14 @@ impl flags::Package {
                 "sums": release_dir.join(verify::SUMS),
                 "signature": sign_key.as_ref().map(|_| release_dir.join(signature::SIG)),
                 "sbom": release_dir.join(&sbom_name),
+                "image": {
+                    "path": release_dir.join(&image_facts.name),
+                    "size": image_facts.size,
+                    "sha256": image_facts.sha256,
+                    "digest": image_facts.digest,
+                    "ref_name": image::ref_name(&version_text),
+                },
+                "kubernetes": kubernetes_files.iter().map(|name| release_dir.join(name)).collect::<Vec<_>>(),
                 "provenance": release_dir.join(provenance::FILE_NAME),
             });
             println!("{summary}");
@@ -485,15 +548,60 @@ pub fn write_payloads(
     Ok(written)
 }
 
+/// The license every artifact declares: the workspace's.
+const LICENSE: &str = "Apache-2.0";
+
+/// Writes `kubernetes/`: one file per environment and the kustomization; returns their names
+/// relative to the release folder.
+fn write_kubernetes(
+    folder: &Path,
+    version: &str,
+    digest: &str,
+    entries: &[Entry],
+) -> anyhow::Result<Vec<String>> {
+    let config = |name: &str| -> String {
+        let path = format!("{}/config/{name}", dist::top_folder(version));
+        entries
+            .iter()
+            .find(|entry| entry.path == path)
+            .and_then(|entry| entry.contents.as_deref())
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+            .unwrap_or_default()
+    };
+    let dir = folder.join(kubernetes::FOLDER);
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = Vec::new();
+    for env in payload_files::ENVIRONMENTS {
+        let grace = kubernetes::shutdown_grace(
+            &config("application.toml"),
+            &config(&format!("application-{env}.toml")),
+        )?;
+        let name = kubernetes::file_name(env);
+        let text = kubernetes::render(
+            env,
+            version,
+            digest,
+            kubernetes::PLACEHOLDER_REGISTRY,
+            grace,
+        );
+        durable::write(&dir.join(&name), text.as_bytes())?;
+        written.push(format!("{}/{name}", kubernetes::FOLDER));
+    }
+    durable::write(
+        &dir.join(kubernetes::KUSTOMIZATION),
+        kubernetes::kustomization().as_bytes(),
+    )?;
+    written.push(format!(
+        "{}/{}",
+        kubernetes::FOLDER,
+        kubernetes::KUSTOMIZATION
+    ));
+    Ok(written)
+}
+
 /// Writes `SHA256SUMS`: one `sha256sum` line for every other file of the release folder.
 fn write_sums(folder: &Path) -> anyhow::Result<()> {
-    let mut names: Vec<String> = fs::read_dir(folder)
-        .with_context(|| format!("cannot list {}", folder.display()))?
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name != verify::SUMS && name != signature::SIG && !name.starts_with('.'))
-        .collect();
-    names.sort();
+    let names = verify::listed_files(folder)?;
     let mut text = String::new();
     for name in names {
         let (digest, _) = checksum::sha256_file(&folder.join(&name))?;

@@ -12,7 +12,7 @@ use xshell::{Shell, cmd};
 
 use crate::project_root;
 use crate::release::manifest::{self, Manifest};
-use crate::release::signature;
+use crate::release::{signature, verify};
 use crate::util::durable;
 
 /// What the rebuild found: the files that differ, none when reproduced.
@@ -113,10 +113,9 @@ pub fn rebuild(sh: &Shell, release_dir: &Path, version: &str) -> anyhow::Result<
     // A signature cannot be made again without the key, and the payloads and SHA256SUMS of a
     // signed release carry one: those are compared only for an unsigned release.
     let signed = release_dir.join(signature::SIG).is_file();
-    let mut names: Vec<String> = fs::read_dir(release_dir)?
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| !name.starts_with('.') && name != signature::SIG)
+    let mut names: Vec<String> = verify::listed_files(release_dir)?
+        .into_iter()
+        .chain([signature::SUMS.to_owned()])
         .filter(|name| {
             !(signed
                 && (name == signature::SUMS

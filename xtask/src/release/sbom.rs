@@ -1,5 +1,5 @@
 //! The SBOM, `saulpos-server-<version>.cdx.json`: a CycloneDX 1.5 JSON bill of the crates
-//! compiled into the server binary for its target, from `cargo metadata` (offline, locked) and
+//! compiled into the server binary for its target, from `cargo metadata` (locked) and
 //! the checksums in Cargo.lock. Deterministic: no serial number, the source date as its time.
 //!
 //! What counts: saulpos-server's normal dependencies, transitively, for the target. Build
@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
+
+use crate::release::image::RuntimeFile;
 
 pub fn file_name(version: &str) -> String {
     format!("saulpos-server-{version}.cdx.json")
@@ -46,7 +48,7 @@ pub struct Metadata {
 impl Metadata {
     pub fn start(workspace: &Path, target: &str) -> anyhow::Result<Metadata> {
         let child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
-            .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+            .args(["metadata", "--format-version", "1", "--locked"])
             .args(["--filter-platform", target, "--manifest-path"])
             .arg(workspace.join("Cargo.toml"))
             .stdin(Stdio::null())
@@ -66,6 +68,7 @@ impl Metadata {
         version: &str,
         archive_sha256: &str,
         source_date: &str,
+        runtime: &[RuntimeFile],
     ) -> anyhow::Result<String> {
         let output = self.child.wait_with_output()?;
         if !output.status.success() {
@@ -80,7 +83,13 @@ impl Metadata {
         let lock = std::fs::read_to_string(&lock_path)
             .with_context(|| format!("cannot read {}", lock_path.display()))?;
         let crates = compiled_in(&metadata, &lock_checksums(&lock))?;
-        Ok(document(version, &crates, archive_sha256, source_date))
+        Ok(document(
+            version,
+            &crates,
+            archive_sha256,
+            source_date,
+            runtime,
+        ))
     }
 }
 
@@ -194,14 +203,62 @@ fn compiled_in(
     Ok(ordered)
 }
 
-fn document(version: &str, crates: &[Crate], archive_sha256: &str, source_date: &str) -> String {
+/// The image's files that are not ours, one component per Debian package (`pkg:deb`), each
+/// naming its files; a file dpkg does not know is a `file` component with its hash.
+fn image_components(runtime: &[RuntimeFile]) -> Vec<Value> {
+    let mut packages: BTreeMap<(String, String, String), Vec<&str>> = BTreeMap::new();
+    let mut components = Vec::new();
+    for file in runtime {
+        match &file.package {
+            Some(package) => packages
+                .entry(package.clone())
+                .or_default()
+                .push(file.path.as_str()),
+            None => components.push(json!({
+                "type": "file",
+                "bom-ref": format!("file:{}", file.path),
+                "name": file.path,
+                "description": "In the OCI image only, copied from the build host",
+                "hashes": [{ "alg": "SHA-256", "content": file.sha256 }],
+            })),
+        }
+    }
+    for ((name, version, arch), paths) in packages {
+        let purl = format!(
+            "pkg:deb/debian/{name}@{}?arch={arch}",
+            version
+                .replace('%', "%25")
+                .replace('+', "%2B")
+                .replace(':', "%3A")
+        );
+        components.push(json!({
+            "type": "library",
+            "bom-ref": purl,
+            "name": name,
+            "version": version,
+            "purl": purl,
+            "scope": "required",
+            "description": "In the OCI image only: the build host's Debian package",
+            "properties": paths.iter().map(|path| json!({ "name": "saulpos:image:file", "value": path })).collect::<Vec<_>>(),
+        }));
+    }
+    components
+}
+
+fn document(
+    version: &str,
+    crates: &[Crate],
+    archive_sha256: &str,
+    source_date: &str,
+    runtime: &[RuntimeFile],
+) -> String {
     let license = |item: &Crate| match &item.license {
         Some(expression) => json!([{ "expression": expression }]),
         None => json!([]),
     };
     let server = &crates[0];
     let server_ref = format!("pkg:cargo/saulpos-server@{version}");
-    let components: Vec<Value> = crates[1..]
+    let mut components: Vec<Value> = crates[1..]
         .iter()
         .map(|item| {
             let mut component = json!({
@@ -221,6 +278,7 @@ fn document(version: &str, crates: &[Crate], archive_sha256: &str, source_date: 
             component
         })
         .collect();
+    components.extend(image_components(runtime));
     let mut dependencies = vec![json!({
         "ref": server_ref,
         "dependsOn": server.depends_on,
@@ -297,10 +355,10 @@ mod tests {
             crates[0].depends_on.iter().collect::<Vec<_>>(),
             ["pkg:cargo/alpha@1.0.0"]
         );
-        let text = document("2.0.0", &crates, "ff", "2026-01-01T00:00:00Z");
+        let text = document("2.0.0", &crates, "ff", "2026-01-01T00:00:00Z", &[]);
         assert_eq!(
             text,
-            document("2.0.0", &crates, "ff", "2026-01-01T00:00:00Z")
+            document("2.0.0", &crates, "ff", "2026-01-01T00:00:00Z", &[])
         );
         assert!(!text.contains("serialNumber"));
         assert!(text.contains("\"pkg:cargo/helper@3.0.0\""));

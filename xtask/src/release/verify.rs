@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
@@ -12,7 +12,7 @@ use crate::deploy::shipped::Shipped;
 use crate::flags;
 use crate::release::archive::{self, EntryKind};
 use crate::release::manifest::{self, Manifest};
-use crate::release::{checksum, dist, payload_files, rebuild, signature};
+use crate::release::{checksum, dist, image, kubernetes, payload_files, rebuild, signature};
 
 impl flags::Verify {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
@@ -171,6 +171,33 @@ pub fn sums_lines(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The files `SHA256SUMS` lists in a release folder, sorted: every file but itself, its
+/// signature and hidden ones, and those in `kubernetes/` as `kubernetes/<name>`.
+pub fn listed_files(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == SUMS || name == signature::SIG {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            if name == kubernetes::FOLDER {
+                for inner in fs::read_dir(entry.path())? {
+                    let inner = inner?.file_name().to_string_lossy().into_owned();
+                    if !inner.starts_with('.') {
+                        names.push(format!("{name}/{inner}"));
+                    }
+                }
+            }
+            continue;
+        }
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// Checks `SHA256SUMS`: every other file of the folder listed, each with its sha256.
 pub fn check_sums(dir: &Path) -> Vec<String> {
     let text = match fs::read_to_string(dir.join(SUMS)) {
@@ -179,15 +206,10 @@ pub fn check_sums(dir: &Path) -> Vec<String> {
     };
     let listed = sums_lines(&text);
     let mut problems = Vec::new();
-    let mut present: Vec<String> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| entry.path().is_file())
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name != SUMS && name != signature::SIG && !name.starts_with('.'))
-        .collect();
-    present.sort();
+    let present = match listed_files(dir) {
+        Ok(present) => present,
+        Err(error) => return vec![format!("{error:#}")],
+    };
     for name in &present {
         if !listed.iter().any(|(_, listed_name)| listed_name == name) {
             problems.push(format!("{SUMS} does not list {name}"));
@@ -299,6 +321,36 @@ pub fn check_release(dir: &Path, version: &str) -> Checked {
                     "the archive's sha256 is {digest}, the manifest says {}",
                     manifest.archive.sha256
                 ));
+            }
+        }
+    }
+    if let Some(image) = &manifest.image {
+        let path = dir.join(&image.name);
+        match checksum::sha256_file(&path) {
+            Err(error) => problems.push(format!("{error:#}")),
+            Ok((digest, size)) if digest != image.sha256 || size != image.size => {
+                problems.push(format!(
+                    "{} is {size} bytes with sha256 {digest}; the manifest says {} bytes, {}",
+                    image.name, image.size, image.sha256
+                ))
+            }
+            Ok(_) => match image::read_digest(&path) {
+                Err(error) => problems.push(format!("{error:#}")),
+                Ok(digest) if digest != image.digest => problems.push(format!(
+                    "{} names the image {digest}; the manifest says {}",
+                    image.name, image.digest
+                )),
+                Ok(_) => {}
+            },
+        }
+        for env in payload_files::ENVIRONMENTS {
+            let name = format!("{}/{}", kubernetes::FOLDER, kubernetes::file_name(env));
+            match fs::read_to_string(dir.join(&name)) {
+                Err(error) => problems.push(format!("cannot read {name}: {error}")),
+                Ok(text) if !text.contains(&format!("@{}\n", image.digest)) => {
+                    problems.push(format!("{name} does not name the image {}", image.digest))
+                }
+                Ok(_) => {}
             }
         }
     }
