@@ -20,6 +20,7 @@ impl flags::Verify {
         let (version, dir) = dist::release_dir(&dist_dir, &self.version)?;
         let mut checked = check_release(&dir, &version.to_string());
         checked.problems.extend(check_sums(&dir));
+        checked.problems.extend(check_image(&dir));
         let signer = match &self.allowed_signers {
             None => None,
             Some(allowed) => match signature::verify(
@@ -227,6 +228,52 @@ pub fn check_sums(dir: &Path) -> Vec<String> {
     problems
 }
 
+/// Checks a release folder's OCI image against the manifest (size, SHA-256, the digest its
+/// index names) and that every environment's Kubernetes file names that digest. Payloads carry
+/// neither, so only `verify` of a `dist/` folder asks.
+pub fn check_image(dir: &Path) -> Vec<String> {
+    let manifest = match fs::read_to_string(dir.join(manifest::JSON_NAME))
+        .map_err(anyhow::Error::from)
+        .and_then(|text| Manifest::from_json(&text))
+    {
+        Ok(manifest) => manifest,
+        // check_release reports an unreadable manifest.
+        Err(_) => return Vec::new(),
+    };
+    let mut problems = Vec::new();
+    if let Some(image) = &manifest.image {
+        let path = dir.join(&image.name);
+        match checksum::sha256_file(&path) {
+            Err(error) => problems.push(format!("{error:#}")),
+            Ok((digest, size)) if digest != image.sha256 || size != image.size => {
+                problems.push(format!(
+                    "{} is {size} bytes with sha256 {digest}; the manifest says {} bytes, {}",
+                    image.name, image.size, image.sha256
+                ))
+            }
+            Ok(_) => match image::read_digest(&path) {
+                Err(error) => problems.push(format!("{error:#}")),
+                Ok(digest) if digest != image.digest => problems.push(format!(
+                    "{} names the image {digest}; the manifest says {}",
+                    image.name, image.digest
+                )),
+                Ok(_) => {}
+            },
+        }
+        for env in payload_files::ENVIRONMENTS {
+            let name = format!("{}/{}", kubernetes::FOLDER, kubernetes::file_name(env));
+            match fs::read_to_string(dir.join(&name)) {
+                Err(error) => problems.push(format!("cannot read {name}: {error}")),
+                Ok(text) if !text.contains(&format!("@{}\n", image.digest)) => {
+                    problems.push(format!("{name} does not name the image {}", image.digest))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    problems
+}
+
 /// What checking a release folder found.
 pub struct Checked {
     pub problems: Vec<String>,
@@ -321,36 +368,6 @@ pub fn check_release(dir: &Path, version: &str) -> Checked {
                     "the archive's sha256 is {digest}, the manifest says {}",
                     manifest.archive.sha256
                 ));
-            }
-        }
-    }
-    if let Some(image) = &manifest.image {
-        let path = dir.join(&image.name);
-        match checksum::sha256_file(&path) {
-            Err(error) => problems.push(format!("{error:#}")),
-            Ok((digest, size)) if digest != image.sha256 || size != image.size => {
-                problems.push(format!(
-                    "{} is {size} bytes with sha256 {digest}; the manifest says {} bytes, {}",
-                    image.name, image.size, image.sha256
-                ))
-            }
-            Ok(_) => match image::read_digest(&path) {
-                Err(error) => problems.push(format!("{error:#}")),
-                Ok(digest) if digest != image.digest => problems.push(format!(
-                    "{} names the image {digest}; the manifest says {}",
-                    image.name, image.digest
-                )),
-                Ok(_) => {}
-            },
-        }
-        for env in payload_files::ENVIRONMENTS {
-            let name = format!("{}/{}", kubernetes::FOLDER, kubernetes::file_name(env));
-            match fs::read_to_string(dir.join(&name)) {
-                Err(error) => problems.push(format!("cannot read {name}: {error}")),
-                Ok(text) if !text.contains(&format!("@{}\n", image.digest)) => {
-                    problems.push(format!("{name} does not name the image {}", image.digest))
-                }
-                Ok(_) => {}
             }
         }
     }
