@@ -9,6 +9,9 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use crate::auth::Auth;
+use crate::auth::user_command::UserCommand;
+use crate::auth::users;
 use crate::config::Config;
 use crate::routes::{self, AppState};
 use crate::{build_info, catalogue, db, telemetry};
@@ -16,12 +19,21 @@ use crate::{build_info, catalogue, db, telemetry};
 /// SaulPOS server. Configuration comes from the profile files and SAULPOS_* variables:
 /// SAULPOS_PROFILE (dev, staging, prod), SAULPOS_DB_URL, SAULPOS_DB_USERNAME, SAULPOS_DB_PASSWORD,
 /// SAULPOS_SERVER_ADDRESS, SAULPOS_SERVER_PORT, and optional policy settings (see docs/).
+/// `saulpos-server user ...` manages the users who can log in, with the same configuration.
 #[derive(Parser)]
 #[command(name = "saulpos-server", version = build_info::long_version())]
 struct Flags {
     /// Check the configuration, print it with secrets redacted, and exit without starting.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    #[command(subcommand)]
+    User(UserCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -38,6 +50,25 @@ pub fn main() -> ExitCode {
             println!("{key} = {value}");
         }
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::User(command)) = flags.command {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("saulpos-server: cannot start the async runtime: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match runtime.block_on(command.run(config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("saulpos-server: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     telemetry::init(config.log_format, &config.log_level);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -69,10 +100,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let pool = db::connect_with_retry(&config.database).await?;
     db::migrate(&pool).await?;
+    let auth = Arc::new(Auth::new(&config.auth)?);
     if config.load_demo_catalogue {
         catalogue::load_demo(&pool)
             .await
             .context("cannot load the demo catalogue")?;
+        users::add_demo_cashier(&pool, &auth.hasher)
+            .await
+            .context("cannot add the demo cashier")?;
     }
     let address = (config.server.address, config.server.port);
     let listener = TcpListener::bind(address).await.with_context(|| {
@@ -91,10 +126,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         profile: config.profile,
         show_health_details: config.show_health_details,
         health_timeout: config.database.health_timeout,
+        auth,
     };
     let stopping = Arc::new(Notify::new());
     let signalled = stopping.clone();
-    let server = axum::serve(listener, routes::app(state)).with_graceful_shutdown(async move {
+    let app = routes::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         signalled.notify_one();
     });

@@ -86,6 +86,22 @@ pub enum SslMode {
     Disable,
     Prefer,
     Require,
+    /// TLS, and the server's certificate must chain to the root certificate.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate must name the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 /// The whole effective configuration of one server process.
@@ -98,6 +114,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub load_demo_catalogue: bool,
+    pub auth: AuthConfig,
     /// Where the profile files were read from: a folder, or the copies built into the binary.
     pub source: String,
 }
@@ -109,12 +126,33 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
 }
 
+/// Login: token lifetime, Argon2id cost, lockout.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub token_ttl: Duration,
+    pub argon2: Argon2Config,
+    /// Failed logins for one user before a lockout (four times as many for one client address).
+    pub max_failures: u32,
+    pub lockout: Duration,
+}
+
+/// Argon2id's cost: memory in KiB, passes, lanes.
+#[derive(Clone, Debug)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
 #[derive(Clone, Debug)]
 pub struct DatabaseConfig {
     pub host: String,
     pub port: u16,
     pub name: String,
     pub ssl_mode: SslMode,
+    /// The CA certificate(s) the database's certificate must chain to (PEM), for verify-ca and
+    /// verify-full; without one, the built-in Mozilla roots.
+    pub ssl_root_cert: Option<PathBuf>,
     pub username: String,
     pub password: Option<Secret>,
     pub pool_size: u32,
@@ -157,6 +195,33 @@ struct FileConfig {
     health: FileHealth,
     logging: FileLogging,
     catalogue: FileCatalogue,
+    #[serde(default)]
+    auth: FileAuth,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileAuth {
+    token_ttl_seconds: u64,
+    argon2_memory_kib: u32,
+    argon2_iterations: u32,
+    argon2_parallelism: u32,
+    max_failures: u32,
+    lockout_seconds: u64,
+}
+
+impl Default for FileAuth {
+    /// OWASP's Argon2id minimum (19 MiB, 2 passes, 1 lane), 8-hour tokens, 5 failures, 60 s.
+    fn default() -> FileAuth {
+        FileAuth {
+            token_ttl_seconds: 8 * 3600,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            max_failures: 5,
+            lockout_seconds: 60,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -204,6 +269,7 @@ pub struct DbTarget {
     pub port: u16,
     pub name: String,
     pub ssl_mode: SslMode,
+    pub ssl_root_cert: Option<String>,
 }
 
 impl Config {
@@ -331,6 +397,73 @@ impl Config {
             &mut problems,
         );
 
+        let ssl_root_cert = env("SAULPOS_DB_SSLROOTCERT")
+            .filter(|path| !path.is_empty())
+            .or_else(|| {
+                target
+                    .as_ref()
+                    .and_then(|target| target.ssl_root_cert.clone())
+            })
+            .map(PathBuf::from);
+        if let Some(path) = &ssl_root_cert
+            && !path.is_file()
+        {
+            problems.push(format!(
+                "SAULPOS_DB_SSLROOTCERT: {} is not a file; point it at the PEM file of the CA that signed the database's certificate",
+                path.display()
+            ));
+        }
+        let token_ttl_seconds = number(
+            env,
+            "SAULPOS_AUTH_TOKEN_TTL_SECONDS",
+            file.auth.token_ttl_seconds,
+            1..=30 * 24 * 3600,
+            &mut problems,
+        );
+        let argon2 = Argon2Config {
+            memory_kib: number(
+                env,
+                "SAULPOS_AUTH_ARGON2_MEMORY_KIB",
+                file.auth.argon2_memory_kib,
+                8..=4 * 1024 * 1024,
+                &mut problems,
+            ),
+            iterations: number(
+                env,
+                "SAULPOS_AUTH_ARGON2_ITERATIONS",
+                file.auth.argon2_iterations,
+                1..=100,
+                &mut problems,
+            ),
+            parallelism: number(
+                env,
+                "SAULPOS_AUTH_ARGON2_PARALLELISM",
+                file.auth.argon2_parallelism,
+                1..=64,
+                &mut problems,
+            ),
+        };
+        if argon2.memory_kib < 8 * argon2.parallelism {
+            problems.push(format!(
+                "SAULPOS_AUTH_ARGON2_MEMORY_KIB: {} KiB is less than 8 per lane ({} lanes); raise it",
+                argon2.memory_kib, argon2.parallelism
+            ));
+        }
+        let max_failures = number(
+            env,
+            "SAULPOS_AUTH_MAX_FAILURES",
+            file.auth.max_failures,
+            1..=1000,
+            &mut problems,
+        );
+        let lockout_seconds = number(
+            env,
+            "SAULPOS_AUTH_LOCKOUT_SECONDS",
+            file.auth.lockout_seconds,
+            1..=86_400,
+            &mut problems,
+        );
+
         let log_format = match env("SAULPOS_LOG_FORMAT").as_deref() {
             None => file.logging.format,
             Some("text") => LogFormat::Text,
@@ -368,6 +501,7 @@ impl Config {
                 port: target.port,
                 name: target.name,
                 ssl_mode: target.ssl_mode,
+                ssl_root_cert,
                 username,
                 password,
                 pool_size,
@@ -379,6 +513,12 @@ impl Config {
             log_format,
             log_level,
             load_demo_catalogue: file.catalogue.load_demo,
+            auth: AuthConfig {
+                token_ttl: Duration::from_secs(token_ttl_seconds),
+                argon2,
+                max_failures,
+                lockout: Duration::from_secs(lockout_seconds),
+            },
             source,
         })
     }
@@ -401,6 +541,16 @@ impl Config {
                     "postgres://{}:{}/{}",
                     database.host, database.port, database.name
                 ),
+            ),
+            ("database.sslmode", database.ssl_mode.as_str().to_owned()),
+            (
+                "database.sslrootcert",
+                database
+                    .ssl_root_cert
+                    .as_ref()
+                    .map_or("<built-in roots>".to_owned(), |path| {
+                        path.display().to_string()
+                    }),
             ),
             ("database.username", database.username.clone()),
             (
@@ -430,6 +580,24 @@ impl Config {
             ),
             ("logging.level", self.log_level.clone()),
             ("catalogue.load_demo", self.load_demo_catalogue.to_string()),
+            (
+                "auth.token_ttl_seconds",
+                self.auth.token_ttl.as_secs().to_string(),
+            ),
+            (
+                "auth.argon2",
+                format!(
+                    "m={} KiB, t={}, p={}",
+                    self.auth.argon2.memory_kib,
+                    self.auth.argon2.iterations,
+                    self.auth.argon2.parallelism
+                ),
+            ),
+            ("auth.max_failures", self.auth.max_failures.to_string()),
+            (
+                "auth.lockout_seconds",
+                self.auth.lockout.as_secs().to_string(),
+            ),
         ]
     }
 }
@@ -605,14 +773,20 @@ pub fn parse_db_url(url: &str) -> Result<DbTarget, String> {
             .ok_or_else(|| format!("{url:?} has port {text:?}; use a number from 1 to 65535"))?,
     };
     let mut ssl_mode = SslMode::Prefer;
+    let mut ssl_root_cert = None;
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         match pair.split_once('=') {
             Some(("sslmode", "disable")) => ssl_mode = SslMode::Disable,
             Some(("sslmode", "prefer")) => ssl_mode = SslMode::Prefer,
             Some(("sslmode", "require")) => ssl_mode = SslMode::Require,
+            Some(("sslmode", "verify-ca")) => ssl_mode = SslMode::VerifyCa,
+            Some(("sslmode", "verify-full")) => ssl_mode = SslMode::VerifyFull,
+            Some(("sslrootcert", path)) if !path.is_empty() => {
+                ssl_root_cert = Some(path.to_owned())
+            }
             _ => {
                 return Err(format!(
-                    "{url:?} has the parameter {pair:?}; only sslmode=disable|prefer|require is understood"
+                    "{url:?} has the parameter {pair:?}; only sslmode=disable|prefer|require|verify-ca|verify-full and sslrootcert=FILE are understood"
                 ));
             }
         }
@@ -622,6 +796,7 @@ pub fn parse_db_url(url: &str) -> Result<DbTarget, String> {
         port,
         name: name.to_owned(),
         ssl_mode,
+        ssl_root_cert,
     })
 }
 
@@ -636,6 +811,7 @@ mod tests {
             port: 6543,
             name: "saulpos".to_owned(),
             ssl_mode: SslMode::Prefer,
+            ssl_root_cert: None,
         };
         assert_eq!(
             parse_db_url("postgres://db.internal:6543/saulpos"),

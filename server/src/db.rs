@@ -44,7 +44,13 @@ pub fn connect_options(config: &DatabaseConfig) -> PgConnectOptions {
             SslMode::Disable => PgSslMode::Disable,
             SslMode::Prefer => PgSslMode::Prefer,
             SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
         });
+    let options = match &config.ssl_root_cert {
+        Some(path) => options.ssl_root_cert(path),
+        None => options,
+    };
     match &config.password {
         Some(password) => options.password(password.expose()),
         None => options,
@@ -65,7 +71,8 @@ fn percent_encode(text: &str) -> String {
 
 /// Opens the pool, retrying an unreachable database until the startup timeout.
 ///
-/// A database that answers and refuses (bad password, no such database) is not retried.
+/// A database that answers and refuses (bad password, no such database) is not retried, nor is
+/// a TLS failure (a certificate that does not check out, no TLS where it is required).
 pub async fn connect_with_retry(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
     let deadline = Instant::now() + config.startup_timeout;
     let mut delay = Duration::from_millis(100);
@@ -96,6 +103,19 @@ pub async fn connect_with_retry(config: &DatabaseConfig) -> anyhow::Result<PgPoo
                 config.username,
                 error.message()
             ),
+            // A certificate or TLS problem does not go away by waiting: say so once. rustls's
+            // handshake errors reach sqlx as I/O errors of kind InvalidData.
+            Err(error) if is_tls_failure(&error, config.ssl_mode) => bail!(
+                "TLS to the database at {}:{} failed (sslmode={}{}): {error}; fix the certificate, SAULPOS_DB_SSLROOTCERT or sslmode in SAULPOS_DB_URL",
+                config.host,
+                config.port,
+                config.ssl_mode.as_str(),
+                config
+                    .ssl_root_cert
+                    .as_ref()
+                    .map(|path| format!(", root certificate {}", path.display()))
+                    .unwrap_or_default()
+            ),
             Err(error) if Instant::now() + delay < deadline => {
                 tracing::warn!(
                     attempt,
@@ -116,6 +136,18 @@ pub async fn connect_with_retry(config: &DatabaseConfig) -> anyhow::Result<PgPoo
                 config.startup_timeout.as_secs()
             ),
         }
+    }
+}
+
+/// Whether a connection error is TLS refusing (a certificate that does not check out, no TLS
+/// where it is required) rather than a database not there yet.
+fn is_tls_failure(error: &sqlx::Error, mode: SslMode) -> bool {
+    match error {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => {
+            mode != SslMode::Disable && io.kind() == std::io::ErrorKind::InvalidData
+        }
+        _ => false,
     }
 }
 

@@ -3,6 +3,7 @@
 //! `cli::main` is what the binary runs; `routes::app` builds the router so tests can drive it
 //! without a socket.
 
+pub mod auth;
 pub mod build_info;
 pub mod catalogue;
 pub mod cli;

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::hostile::{Evil, evil_dist, flip_a_byte};
 use crate::package::release_1_0_0;
-use crate::support::{Configured, TestDb, clone, free_port, lock, text, xtask};
+use crate::support::{
+    Configured, SMOKE_PASSWORD, SMOKE_USER, TestDb, add_smoke_user, clone, free_port, lock, text,
+    xtask,
+};
 
 /// Version 1.2.0, packaged once for the tests that need a second release.
 pub fn release_1_2_0() -> &'static Path {
@@ -163,11 +166,12 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
     );
 
     // With them (from saulpos.env, as an operator sets it up), the server comes up.
+    add_smoke_user(&db);
     let port = free_port();
     fs::write(
         payload.join("saulpos.env"),
         format!(
-            "SAULPOS_DB_URL=postgres://127.0.0.1:5432/{}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_DB_PASSWORD='s3cret:@/#%'\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
+            "SAULPOS_DB_URL=postgres://127.0.0.1:5432/{}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_DB_PASSWORD='s3cret:@/#%'\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\nSAULPOS_SMOKE_USERNAME={SMOKE_USER}\nSAULPOS_SMOKE_PASSWORD='{SMOKE_PASSWORD}'\n",
             db.name
         ),
     )
@@ -182,7 +186,16 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
     let health = wait_up(&url, "1.0.0");
     let body: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
     assert_eq!(body["status"], "UP", "{body}");
-    let smoke = run(&["smoke", "--url", &url, "--expect-version", "1.0.0"]);
+    let env_file = payload.join("saulpos.env");
+    let smoke = run(&[
+        "smoke",
+        "--url",
+        &url,
+        "--expect-version",
+        "1.0.0",
+        "--env-file",
+        env_file.to_str().unwrap(),
+    ]);
     let report = text(&smoke);
     assert!(smoke.status.success(), "{report}");
     assert!(

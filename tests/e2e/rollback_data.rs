@@ -167,8 +167,13 @@ fn a_deploy_takes_a_backup_and_rollback_with_data_brings_back_exactly_its_rows()
         .output()
         .unwrap();
     assert!(restarted.status.success(), "{}", text(&restarted));
+    let token = crate::support::token_for(
+        &configured.url,
+        crate::support::SMOKE_USER,
+        crate::support::SMOKE_PASSWORD,
+    );
     let (status, _) =
-        crate::support::get_json(&format!("{}/api/v1/products/ROW-2", configured.url));
+        crate::support::get_json_as(&format!("{}/api/v1/products/ROW-2", configured.url), &token);
     assert_eq!(status, 200);
 
     // Backups go with the release they were taken before: 1.5.0 pruned, its backup goes; the

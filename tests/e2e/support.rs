@@ -248,6 +248,50 @@ pub fn post_json(url: &str, body: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// Logs in at the server at `base` (http://host:port); the bearer token.
+pub fn token_for(base: &str, username: &str, password: &str) -> String {
+    let body = serde_json::json!({"username": username, "password": password}).to_string();
+    let (status, answer) = post_json(&format!("{base}/api/v1/auth/login"), &body);
+    assert_eq!(status, 200, "login as {username}: {answer}");
+    answer["token"].as_str().unwrap().to_owned()
+}
+
+/// A token of dev's demo cashier.
+pub fn demo_token(base: &str) -> String {
+    token_for(base, "demo-cashier", "demo-cashier-password")
+}
+
+/// GET with a bearer token; the body parsed as JSON.
+pub fn get_json_as(url: &str, token: &str) -> (u16, serde_json::Value) {
+    let mut response = agent()
+        .get(url)
+        .header("authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+    )
+}
+
+/// POST a JSON body with a bearer token; the body parsed as JSON.
+pub fn post_json_as(url: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut response = agent()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("authorization", &format!("Bearer {token}"))
+        .send(body)
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+    )
+}
+
 /// GET and parse the body as JSON.
 pub fn get_json(url: &str) -> (u16, serde_json::Value) {
     let (status, body) = get(url).unwrap();
@@ -484,14 +528,56 @@ pub fn lock(clone: &Clone) -> MutexGuard<'_, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The smoke user `write_env` creates and names in saulpos.env.
+pub const SMOKE_USER: &str = "smoke";
+pub const SMOKE_PASSWORD: &str = "smoke-Pa55word!";
+
+/// `saulpos-server user <args>` against `db` (staging), `stdin` as its standard input.
+pub fn user_command(db: &TestDb, args: &[&str], stdin: &str) -> Output {
+    let mut child = server_command()
+        .arg("user")
+        .args(args)
+        .env("SAULPOS_PROFILE", "staging")
+        .env("SAULPOS_DB_URL", db.url())
+        .env("SAULPOS_DB_USERNAME", "postgres")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Creates the smoke user in `db` unless it is there.
+pub fn add_smoke_user(db: &TestDb) {
+    let output = user_command(
+        db,
+        &["add", SMOKE_USER, "--role", "cashier"],
+        &format!("{SMOKE_PASSWORD}\n"),
+    );
+    let message = text(&output);
+    assert!(
+        output.status.success() || message.contains("user smoke exists"),
+        "{message}"
+    );
+}
+
 /// Writes an environment folder's saulpos.env (0600) for `db`, listening on 127.0.0.1:`port`,
-/// with no password (trust, as the test PostgreSQL has it).
+/// with no password (trust, as the test PostgreSQL has it), and the smoke user, which it creates.
 pub fn write_env(installed: &Path, db: &TestDb, port: u16) {
     use std::os::unix::fs::PermissionsExt;
+    add_smoke_user(db);
     std::fs::write(
         installed.join("saulpos.env"),
         format!(
-            "SAULPOS_DB_URL={}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
+            "SAULPOS_DB_URL={}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\nSAULPOS_SMOKE_USERNAME={SMOKE_USER}\nSAULPOS_SMOKE_PASSWORD={SMOKE_PASSWORD}\n",
             db.url()
         ),
     )

@@ -320,9 +320,12 @@ pub struct BenchBackup {
 /// status or error.
 #[derive(Args)]
 pub struct Health {
-    /// The server's base URL, e.g. http://localhost:8080.
+    /// The server's base URL, e.g. http://localhost:8080, or https://... through a TLS proxy.
     #[arg(long)]
     pub url: String,
+    /// For https: trust the CA certificate(s) in this PEM file instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     /// How long to keep polling: e.g. 60s, 2m, 500ms (a bare number is seconds).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -338,14 +341,26 @@ pub struct Health {
 }
 
 /// The card's smoke checks against a running server: health UP, info's version (and profile),
-/// a product lookup (a demo SKU in dev; the 404 path in staging and prod), and a checkout
-/// dry-run outside prod (priced in dev; refused with 422 for an unknown SKU in staging). One
-/// line per check with its time; exits non-zero if any fails. Nothing is written.
+/// login as the smoke user, a product lookup (a demo SKU in dev; the 404 path in staging and
+/// prod), a checkout dry-run outside prod (priced in dev; refused with 422 for an unknown SKU in
+/// staging), and logout. One line per check with its time; exits non-zero if any fails. Nothing
+/// is written but the login's token, which logout ends.
+///
+/// The smoke user comes from SAULPOS_SMOKE_USERNAME and SAULPOS_SMOKE_PASSWORD, in the
+/// environment or in the file --env-file names (the payload's saulpos.env). The password is
+/// never printed.
 #[derive(Args)]
 pub struct Smoke {
-    /// The server's base URL, e.g. http://localhost:8080.
+    /// The server's base URL, e.g. http://localhost:8080, or https://... through a TLS proxy.
     #[arg(long)]
     pub url: String,
+    /// For https: trust the CA certificate(s) in this PEM file instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Read SAULPOS_SMOKE_USERNAME and SAULPOS_SMOKE_PASSWORD from this file (NAME=value lines,
+    /// e.g. /opt/saulpos/saulpos-staging/saulpos.env) instead of the environment.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
     /// Fail unless /actuator/info reports this version.
     #[arg(long)]
     pub expect_version: Option<String>,

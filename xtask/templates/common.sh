@@ -304,12 +304,29 @@ kept_versions() {
 # GET a path from the server at $1 (http://host:port) with bash's /dev/tcp, no curl needed: sets
 # http_status and http_body; fails when nothing answers.
 http_get() {
-  local address="${1#http://}" path="$2" line
+  http_call GET "$1" "$2" '' ''
+}
+
+# A request to the server at $2 with bash's /dev/tcp: method $1, path $3, JSON body $4 (none when
+# empty), bearer token $5 (none when empty). Nothing of it is on a command line.
+http_call() {
+  local method="$1" address="${2#http://}" path="$3" body="$4" token="$5" line head
   local host="${address%%:*}" port="${address##*:}"
   http_status=''
   http_body=''
   exec 8<>"/dev/tcp/$host/$port" || return 1
-  printf 'GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$host" >&8
+  head="$method $path HTTP/1.0"$'\r\n'"Host: $host"$'\r\n'"Connection: close"$'\r\n'
+  [[ -z "$token" ]] || head+="Authorization: Bearer $token"$'\r\n'
+  if [[ -n "$body" ]]; then
+    # Content-Length counts bytes, whatever the locale.
+    head+="Content-Type: application/json"$'\r\n'"Content-Length: $(
+      LC_ALL=C
+      printf '%s' "${#body}"
+    )"$'\r\n'
+  elif [[ "$method" != GET ]]; then
+    head+="Content-Length: 0"$'\r\n'
+  fi
+  printf '%s\r\n%s' "$head" "$body" >&8
   if ! IFS= read -r -t 5 line <&8 || [[ ! "$line" =~ ^HTTP/[0-9.]+\ ([0-9]{3}) ]]; then
     exec 8<&-
     return 1
@@ -320,6 +337,55 @@ http_get() {
   done
   IFS= read -r -t 5 -d '' http_body <&8 || true
   exec 8<&-
+}
+
+# The value of $2 in the environment file $1 (NAME=value lines, `export ` and one level of quotes
+# taken off, the last one winning), or nothing.
+env_value() {
+  local file="$1" wanted="$2" line name value found=''
+  [[ -r "$file" ]] || return 0
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    line="${line#"${line%%[![:space:]]*}"}"
+    line="${line#export }"
+    [[ "$line" == \#* || "$line" != *=* ]] && continue
+    name="${line%%=*}"
+    name="${name%"${name##*[![:space:]]}"}"
+    [[ "$name" == "$wanted" ]] || continue
+    value="${line#*=}"
+    value="${value#"${value%%[![:space:]]*}"}"
+    value="${value%"${value##*[![:space:]]}"}"
+    if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then
+      value="${BASH_REMATCH[1]}"
+    fi
+    found="$value"
+  done <"$file"
+  printf '%s' "$found"
+}
+
+# The smoke checks' login, as `cargo xtask smoke` does it: the smoke user of saulpos.env in $1
+# (dev's demo cashier without one) at $2, profile $3; sets smoke_token, or says why not.
+smoke_login() {
+  local dir="$1" url="$2" profile="$3" user password body
+  user="$(env_value "$dir/saulpos.env" SAULPOS_SMOKE_USERNAME)"
+  password="$(env_value "$dir/saulpos.env" SAULPOS_SMOKE_PASSWORD)"
+  if [[ -z "$user" || -z "$password" ]]; then
+    if [[ "$profile" != dev ]]; then
+      say "problem: smoke: no smoke user: set SAULPOS_SMOKE_USERNAME and SAULPOS_SMOKE_PASSWORD in $dir/saulpos.env (and create it: run.sh user add)"
+      return 1
+    fi
+    user=demo-cashier
+    password=demo-cashier-password
+  fi
+  json_string "$user"
+  body="{\"username\":$REPLY,"
+  json_string "$password"
+  body+="\"password\":$REPLY}"
+  if ! http_call POST "$url" /api/v1/auth/login "$body" '' 2>/dev/null ||
+    [[ "$http_status" != 200 || ! "$http_body" =~ \"token\":\"([0-9a-f]+)\" ]]; then
+    say "problem: smoke: the login as $user answered ${http_status:-nothing} (is the smoke user there, with the password of saulpos.env? run.sh user list)"
+    return 1
+  fi
+  smoke_token="${BASH_REMATCH[1]}"
 }
 
 # Restarts the service on the live release: `--restart-command`, else systemctl where the unit is
@@ -373,7 +439,8 @@ check_gate_options() {
 }
 
 # The health gate: restarts, waits until health is UP with version $2 (at most $4 seconds), then
-# the smoke checks of the profile (health, the version, a product lookup). Says what failed.
+# the smoke checks of the profile (health, the version, login, a product lookup, logout). Says
+# what failed.
 gate() {
   local dir="$1" version="$2" command="$3" timeout="$4" url deadline last='no answer yet' profile
   local started="${EPOCHREALTIME/./}"
@@ -390,16 +457,21 @@ gate() {
         http_get "$url" /actuator/info 2>/dev/null; then
         if [[ "$http_body" == *"\"version\":\"$version\""* ]]; then
           [[ "$http_body" =~ \"profile\":\"([a-z]+)\" ]] && profile="${BASH_REMATCH[1]}"
+          smoke_login "$dir" "$url" "${profile:-}" || return 1
           if [[ "${profile:-}" == dev ]]; then
-            if ! { http_get "$url" /api/v1/products/DEMO-COFFEE-250G 2>/dev/null && [[ "$http_status" == 200 ]]; }; then
+            if ! { http_call GET "$url" /api/v1/products/DEMO-COFFEE-250G '' "$smoke_token" 2>/dev/null && [[ "$http_status" == 200 ]]; }; then
               say "problem: smoke: the demo product lookup answered ${http_status:-nothing}"
               return 1
             fi
           else
-            if ! { http_get "$url" /api/v1/products/SMOKE-CHECK-NO-SUCH-SKU 2>/dev/null && [[ "$http_status" == 404 ]]; }; then
+            if ! { http_call GET "$url" /api/v1/products/SMOKE-CHECK-NO-SUCH-SKU '' "$smoke_token" 2>/dev/null && [[ "$http_status" == 404 ]]; }; then
               say "problem: smoke: the product lookup (404 path) answered ${http_status:-nothing}"
               return 1
             fi
+          fi
+          if ! { http_call POST "$url" /api/v1/auth/logout '' "$smoke_token" 2>/dev/null && [[ "$http_status" == 204 ]]; }; then
+            say "problem: smoke: the logout answered ${http_status:-nothing}"
+            return 1
           fi
           say "$version is UP at $url and passed the smoke checks (restart and health wait: $(((${EPOCHREALTIME/./} - started) / 1000)) ms)"
           return 0

@@ -14,6 +14,7 @@ usage() {
   cat <<'USAGE'
 Usage: ./run.sh [run] [server options]
        ./run.sh start|stop|restart|status
+       ./run.sh user add|passwd|disable|list [options]
 
 Run saulpos-server (the live release under current/) for the @ENV@ environment, with the
 variables of saulpos.env beside this file (or SAULPOS_ENV_FILE).
@@ -28,6 +29,9 @@ variables of saulpos.env beside this file (or SAULPOS_ENV_FILE).
             default 30) before SIGKILL.
   restart   stop if running, then start.
   status    running (exit 0), not running (exit 3), or a stale pid file (exit 1).
+  user      manage the users who log in, in this environment's database (saulpos-server user
+            --help): e.g. `./run.sh user add smoke --role cashier < password-file`. A password
+            is asked for at a terminal, or read from standard input; never an argument.
 USAGE
 }
 
@@ -118,7 +122,8 @@ stop() {
   say "stopped (pid $pid)"
 }
 
-run() {
+# Reads saulpos.env, checks the variables the environment needs, and sets the profile.
+load_env() {
   if [[ -r "$env_file" ]]; then
     if [[ -z "${INVOCATION_ID:-}" ]] && (((8#$(stat -c %a -- "$env_file") & 8#044) != 0)); then
       say "warning: $env_file can be read by other users and holds the database password; run: chmod 600 $env_file"
@@ -142,11 +147,15 @@ run() {
   fi
 
   export SAULPOS_PROFILE=@ENV@
-  local binary="$here/current/bin/saulpos-server"
+  binary="$here/current/bin/saulpos-server"
   if [[ ! -x "$binary" ]]; then
     say "no live release at $here/current; install one with install.sh from a payload, or: cargo xtask deploy @ENV@ <version> $(dirname -- "$here")"
     exit 1
   fi
+}
+
+run() {
+  load_env
 
   # Under systemd the journal keeps the logs; started by hand, they go to logs/saulpos.log and
   # to the terminal, so a server that cannot start says why where it was started.
@@ -171,6 +180,7 @@ case "${1:-run}" in
       status) status ;;
     esac
     ;;
+  user) load_env; exec "$binary" "$@" ;;
   run) shift || true; run "$@" ;;
   *) run "$@" ;;
 esac

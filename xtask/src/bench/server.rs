@@ -169,9 +169,11 @@ fn wait_for_up(child: &mut Child, address: SocketAddr, limit: Duration) -> anyho
     let deadline = Instant::now() + limit;
     loop {
         let base = BaseUrl {
+            https: false,
             host: address.ip().to_string(),
             port: address.port(),
             prefix: String::new(),
+            cacert: None,
         };
         let answer = http::request(
             &base,

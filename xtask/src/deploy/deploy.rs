@@ -401,8 +401,12 @@ impl Gate<'_> {
         ) {
             bail!("{down}{}", self.log_tail());
         }
+        // The smoke user is the environment's own, from its saulpos.env.
+        let env_file = self.payload.dir.join("saulpos.env");
         flags::Smoke {
             url: self.url.to_owned(),
+            cacert: None,
+            env_file: env_file.is_file().then_some(env_file),
             expect_version: Some(version.to_owned()),
             request_timeout: std::time::Duration::from_secs(5),
             json: false,

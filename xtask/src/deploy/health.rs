@@ -11,7 +11,7 @@ use crate::flags;
 
 impl flags::Health {
     pub fn run(self) -> anyhow::Result<()> {
-        let base = BaseUrl::parse(&self.url)?;
+        let base = BaseUrl::parse(&self.url)?.with_cacert(self.cacert.clone())?;
         let waited = wait_up(
             &base,
             self.expect_version.as_deref(),

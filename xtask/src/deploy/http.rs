@@ -1,30 +1,37 @@
-//! A small HTTP/1.1 client on the standard library, for `http://` URLs that operators point
-//! `health` and `smoke` at (the server's own port, or a plain-HTTP proxy in front of it).
+//! The HTTP client `health` and `smoke` use: HTTP/1.1 on the standard library for `http://`
+//! (the server's own port), and the system's `curl` for `https://` (a TLS proxy in front of it),
+//! with the system's CA roots or `--cacert FILE`.
+//!
+//! Nothing secret goes on a command line: curl reads its options, headers and body from its
+//! standard input (`--config -`).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-/// Where the server answers: `http://host[:port][/prefix]`.
+/// Where the server answers: `http[s]://host[:port][/prefix]`.
 #[derive(Clone, Debug)]
 pub struct BaseUrl {
+    pub https: bool,
     pub host: String,
     pub port: u16,
     pub prefix: String,
+    /// For https: the CA certificate(s) to trust instead of the system's.
+    pub cacert: Option<PathBuf>,
 }
 
 impl BaseUrl {
     pub fn parse(text: &str) -> anyhow::Result<BaseUrl> {
-        let hint = "give the server's base URL, e.g. http://localhost:8080";
-        let Some(rest) = text.strip_prefix("http://") else {
-            if text.starts_with("https://") {
-                bail!(
-                    "--url {text:?}: https is not supported; point at the server's own http port, e.g. http://localhost:8080"
-                );
-            }
-            bail!("--url {text:?} is not an http:// URL; {hint}");
+        let hint =
+            "give the server's base URL, e.g. http://localhost:8080 or https://pos.example.com";
+        let (https, rest) = match (text.strip_prefix("http://"), text.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => bail!("--url {text:?} is not an http:// or https:// URL; {hint}"),
         };
         let (authority, prefix) = match rest.find('/') {
             Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
@@ -40,21 +47,49 @@ impl BaseUrl {
                     .with_context(|| format!("--url {text:?}: {port:?} is not a port; {hint}"))?;
                 (host, port)
             }
-            _ => (authority, 80),
+            _ => (authority, if https { 443 } else { 80 }),
         };
         if host.is_empty() {
             bail!("--url {text:?} names no host; {hint}");
         }
         Ok(BaseUrl {
+            https,
             host: host.to_owned(),
             port,
             prefix: prefix.to_owned(),
+            cacert: None,
         })
+    }
+
+    /// Trusts the CA certificate(s) in `cacert` for https; refuses it for http.
+    pub fn with_cacert(mut self, cacert: Option<PathBuf>) -> anyhow::Result<BaseUrl> {
+        if let Some(path) = &cacert {
+            if !self.https {
+                bail!(
+                    "--cacert {} is for https:// URLs; this one is http://",
+                    path.display()
+                );
+            }
+            if !path.is_file() {
+                bail!(
+                    "--cacert {} is not a file: give the PEM file of the CA that signed the server's certificate",
+                    path.display()
+                );
+            }
+        }
+        self.cacert = cacert;
+        Ok(self)
     }
 
     /// The full URL of `path`, for messages.
     pub fn show(&self, path: &str) -> String {
-        format!("http://{}:{}{}{path}", self.host, self.port, self.prefix)
+        format!(
+            "{}://{}:{}{}{path}",
+            if self.https { "https" } else { "http" },
+            self.host,
+            self.port,
+            self.prefix
+        )
     }
 }
 
@@ -82,6 +117,21 @@ pub fn request(
     json_body: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Response> {
+    request_with(base, method, path, json_body, None, timeout)
+}
+
+/// One request with `Authorization: Bearer <token>` when a token is given.
+pub fn request_with(
+    base: &BaseUrl,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+    bearer: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<Response> {
+    if base.https {
+        return curl(base, method, path, json_body, bearer, timeout);
+    }
     let url = base.show(path);
     let address = (base.host.as_str(), base.port)
         .to_socket_addrs()
@@ -97,6 +147,9 @@ pub fn request(
         "{method} {}{path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: cargo-xtask\r\nAccept: application/json\r\nConnection: close\r\n",
         base.prefix, base.host, base.port
     );
+    if let Some(token) = bearer {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
     if json_body.is_some() {
         head.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -114,6 +167,98 @@ pub fn request(
         .read_to_end(&mut raw)
         .with_context(|| format!("no complete answer from {url}"))?;
     parse_response(&raw).with_context(|| format!("a malformed answer from {url}"))
+}
+
+/// A string in curl's config file syntax.
+fn quoted(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// An https request through the system's curl, every option on its standard input.
+fn curl(
+    base: &BaseUrl,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+    bearer: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<Response> {
+    let url = base.show(path);
+    let mut config = format!(
+        "url = {}\nrequest = {}\nsilent\nshow-error\nmax-time = {:.3}\noutput = \"-\"\nwrite-out = \"\\n%{{http_code}}\"\nproto = \"=https\"\nheader = \"Accept: application/json\"\nuser-agent = \"cargo-xtask\"\n",
+        quoted(&url),
+        quoted(method),
+        timeout.as_secs_f64()
+    );
+    if let Some(cacert) = &base.cacert {
+        config.push_str(&format!("cacert = {}\n", quoted(&cacert.to_string_lossy())));
+    }
+    if let Some(token) = bearer {
+        config.push_str(&format!(
+            "header = {}\n",
+            quoted(&format!("Authorization: Bearer {token}"))
+        ));
+    }
+    if let Some(body) = json_body {
+        config.push_str("header = \"Content-Type: application/json\"\n");
+        config.push_str(&format!("data-binary = {}\n", quoted(body)));
+    }
+    let mut child = Command::new("curl")
+        .args(["--config", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run curl, which https:// URLs need; install it (apt-get install curl)")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(config.as_bytes())
+        .context("cannot hand the request to curl")?;
+    let output = child.wait_with_output().context("curl did not finish")?;
+    if !output.status.success() {
+        let said = String::from_utf8_lossy(&output.stderr)
+            .trim()
+            .trim_start_matches("curl: ")
+            .to_owned();
+        let said = said.lines().last().unwrap_or_default();
+        match output.status.code() {
+            Some(60) | Some(35) | Some(58) | Some(77) | Some(83) => bail!(
+                "{url}: the TLS certificate does not check out ({said}); give --cacert FILE with the CA that signed it"
+            ),
+            Some(28) => bail!(
+                "{url}: no complete answer within {} ms",
+                timeout.as_millis()
+            ),
+            _ => bail!("{url}: {said}"),
+        }
+    }
+    let raw = output.stdout;
+    let split = raw
+        .iter()
+        .rposition(|byte| *byte == b'\n')
+        .context("curl printed no status")?;
+    let status = std::str::from_utf8(&raw[split + 1..])
+        .ok()
+        .and_then(|code| code.trim().parse().ok())
+        .with_context(|| format!("{url}: curl printed no status"))?;
+    Ok(Response {
+        status,
+        body: raw[..split].to_vec(),
+    })
 }
 
 fn parse_response(raw: &[u8]) -> anyhow::Result<Response> {
@@ -191,15 +336,29 @@ mod tests {
             url.show("/actuator/health"),
             "http://pos.internal:80/saulpos/actuator/health"
         );
+        let url = BaseUrl::parse("https://pos.example.com/").unwrap();
+        assert_eq!((url.https, url.port), (true, 443));
+        assert_eq!(url.show("/x"), "https://pos.example.com:443/x");
+        assert!(
+            BaseUrl::parse("http://x:1")
+                .unwrap()
+                .with_cacert(Some("/etc/hostname".into()))
+                .is_err()
+        );
         for bad in [
             "localhost:8080",
-            "https://x",
+            "ftp://x",
             "http://:80",
             "http://u:p@x:1",
             "http://x:port",
         ] {
             assert!(BaseUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn curl_config_strings_are_quoted() {
+        assert_eq!(quoted("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
     }
 
     #[test]

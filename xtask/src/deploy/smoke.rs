@@ -1,7 +1,9 @@
 //! `cargo xtask smoke --url URL`: the card's smoke checks, one line each with its time.
-//! In `dev` they use the demo catalogue; in `staging` and `prod` they need no data (the 404 path
-//! and, outside `prod`, a dry-run refused for an unknown SKU). Nothing is ever written.
+//! They log in as the smoke user first and out at the end. In `dev` they use the demo catalogue;
+//! in `staging` and `prod` they need no data (the 404 path and, outside `prod`, a dry-run
+//! refused for an unknown SKU). Nothing is written but the token, which logout ends.
 
+use std::fs;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -9,6 +11,12 @@ use serde_json::{Value, json};
 
 use crate::deploy::http::{self, BaseUrl};
 use crate::flags;
+use crate::util::env_file;
+
+pub const USERNAME: &str = "SAULPOS_SMOKE_USERNAME";
+pub const PASSWORD: &str = "SAULPOS_SMOKE_PASSWORD";
+/// The user the dev profile's demo data holds (saulpos-server's `auth::users::DEMO_CASHIER`).
+const DEMO_CASHIER: (&str, &str) = ("demo-cashier", "demo-cashier-password");
 
 /// A demo product the `dev` catalogue holds, with its price.
 const DEMO_SKU: &str = "DEMO-COFFEE-250G";
@@ -18,11 +26,13 @@ const MISSING_SKU: &str = "SMOKE-CHECK-NO-SUCH-SKU";
 
 impl flags::Smoke {
     pub fn run(self) -> anyhow::Result<()> {
-        let base = BaseUrl::parse(&self.url)?;
-        let get = |path: &str| http::request(&base, "GET", path, None, self.request_timeout);
+        let base = BaseUrl::parse(&self.url)?.with_cacert(self.cacert.clone())?;
+        let credentials = self.credentials()?;
+        let mut token: Option<String> = None;
         let mut results = Vec::new();
         let mut profile = String::from("unknown");
 
+        let get = |path: &str| http::request(&base, "GET", path, None, self.request_timeout);
         check(&mut results, "health is UP", || {
             let response = get("/actuator/health")?;
             let status = response.json()?["status"]
@@ -49,6 +59,50 @@ impl flags::Smoke {
                 _ => Ok(format!("version {version}, profile {profile}")),
             }
         });
+        // dev's demo data holds a demo cashier: without a smoke user, dev uses it.
+        let credentials = credentials.or_else(|| {
+            (profile == "dev").then(|| (DEMO_CASHIER.0.to_owned(), DEMO_CASHIER.1.to_owned()))
+        });
+        check(&mut results, "login", || {
+            let Some((username, password)) = &credentials else {
+                bail!(
+                    "no smoke user: set {USERNAME} and {PASSWORD} in the environment, or give --env-file with the payload's saulpos.env"
+                );
+            };
+            let login = json!({"username": username, "password": password}).to_string();
+            let response = http::request(
+                &base,
+                "POST",
+                "/api/v1/auth/login",
+                Some(&login),
+                self.request_timeout,
+            )?;
+            let body = response.json()?;
+            match response.status {
+                200 => {
+                    token = Some(
+                        body["token"]
+                            .as_str()
+                            .context("the login answered no token")?
+                            .to_owned(),
+                    );
+                    Ok(format!(
+                        "200 as {username} ({})",
+                        body["role"].as_str().unwrap_or("?")
+                    ))
+                }
+                401 => bail!(
+                    "401 for {username}: wrong {PASSWORD}, or the user is missing or disabled (docs/runbooks/deploy.md says how to create it)"
+                ),
+                429 => {
+                    bail!("429: {username} is locked out after failed logins; wait and try again")
+                }
+                status => bail!("{status} {}", http::truncate(&response.text())),
+            }
+        });
+        let token = token.as_deref();
+        let get =
+            |path: &str| http::request_with(&base, "GET", path, None, token, self.request_timeout);
         // dev holds the demo catalogue; staging and prod hold real data the smoke checks must
         // not depend on, so there they take the paths that need none.
         let demo = profile == "dev";
@@ -79,11 +133,12 @@ impl flags::Smoke {
             check(&mut results, "checkout dry-run", || {
                 let sku = if demo { DEMO_SKU } else { MISSING_SKU };
                 let cart = json!({"items": [{"sku": sku, "quantity": 2}]}).to_string();
-                let response = http::request(
+                let response = http::request_with(
                     &base,
                     "POST",
                     "/api/v1/checkout/dry-run",
                     Some(&cart),
+                    token,
                     self.request_timeout,
                 )?;
                 let body = response.json()?;
@@ -105,6 +160,21 @@ impl flags::Smoke {
                 }
             });
         }
+        check(&mut results, "logout", || {
+            let token = token.context("not logged in")?;
+            let response = http::request_with(
+                &base,
+                "POST",
+                "/api/v1/auth/logout",
+                None,
+                Some(token),
+                self.request_timeout,
+            )?;
+            if response.status != 204 {
+                bail!("{} {}", response.status, http::truncate(&response.text()));
+            }
+            Ok("204, the token ended".to_owned())
+        });
 
         let failed = results.iter().filter(|result| !result.passed).count();
         if self.json {
@@ -126,6 +196,33 @@ impl flags::Smoke {
         }
         eprintln!("all {} smoke checks passed", results.len());
         Ok(())
+    }
+}
+
+impl flags::Smoke {
+    /// The smoke user's name and password: from --env-file when given, else the environment.
+    fn credentials(&self) -> anyhow::Result<Option<(String, String)>> {
+        let (username, password) = match &self.env_file {
+            Some(path) => {
+                let text = fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "--env-file {}: cannot read it; give the environment's saulpos.env",
+                        path.display()
+                    )
+                })?;
+                (
+                    env_file::value(&text, USERNAME),
+                    env_file::value(&text, PASSWORD),
+                )
+            }
+            None => (std::env::var(USERNAME).ok(), std::env::var(PASSWORD).ok()),
+        };
+        Ok(match (username, password) {
+            (Some(username), Some(password)) if !username.is_empty() && !password.is_empty() => {
+                Some((username, password))
+            }
+            _ => None,
+        })
     }
 }
 

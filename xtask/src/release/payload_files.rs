@@ -184,6 +184,27 @@ fn env_example(env: &str) -> String {
     );
     line(
         &mut text,
+        "The CA certificate (PEM) the database's certificate must chain to, for sslmode=verify-ca or verify-full in SAULPOS_DB_URL (default: the built-in Mozilla roots).",
+        "SAULPOS_DB_SSLROOTCERT",
+        "/etc/ssl/certs/saulpos-db-ca.pem",
+        false,
+    );
+    line(
+        &mut text,
+        "The smoke checks' user (cargo xtask smoke --env-file this file, and deploy --restart); create it once with `run.sh user add smoke --role cashier`. Never used by the server.",
+        "SAULPOS_SMOKE_USERNAME",
+        "smoke",
+        false,
+    );
+    line(
+        &mut text,
+        "The smoke user's password; never logged or printed.",
+        "SAULPOS_SMOKE_PASSWORD",
+        "",
+        false,
+    );
+    line(
+        &mut text,
         "The address to listen on (default 0.0.0.0).",
         "SAULPOS_SERVER_ADDRESS",
         "0.0.0.0",

@@ -1,0 +1,70 @@
+//! Bearer tokens: 32 random bytes shown once as hex, stored only as their SHA-256, with an
+//! expiry; logout deletes one, and disabling a user or changing a password deletes theirs.
+
+use std::time::Duration;
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+/// A token as the client holds it, and when it expires (RFC 3339, UTC).
+pub struct Issued {
+    pub token: String,
+    pub expires_at: String,
+}
+
+/// Who a valid token belongs to.
+#[derive(Clone, Debug)]
+pub struct Holder {
+    pub username: String,
+    pub role: String,
+}
+
+fn digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A new token for `user_id`, valid for `ttl`; expired tokens of everyone are deleted on the way.
+pub async fn issue(pool: &PgPool, user_id: i64, ttl: Duration) -> sqlx::Result<Issued> {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    let token = hex(&bytes);
+    let expires_at: String = sqlx::query_scalar(
+        "WITH gone AS (DELETE FROM auth_token WHERE expires_at < now() - interval '1 hour')
+         INSERT INTO auth_token (token_sha256, user_id, expires_at)
+         VALUES ($1, $2, now() + make_interval(secs => $3))
+         RETURNING to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+    )
+    .bind(digest(&token))
+    .bind(user_id)
+    .bind(ttl.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    Ok(Issued { token, expires_at })
+}
+
+/// The holder of `token` if it is known, unexpired, and its user is enabled.
+pub async fn check(pool: &PgPool, token: &str) -> sqlx::Result<Option<Holder>> {
+    let found: Option<(String, String)> = sqlx::query_as(
+        "SELECT u.username, u.role FROM auth_token t JOIN app_user u ON u.id = t.user_id
+         WHERE t.token_sha256 = $1 AND t.expires_at > now() AND NOT u.disabled",
+    )
+    .bind(digest(token))
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.map(|(username, role)| Holder { username, role }))
+}
+
+/// Ends `token`; whether it was a live one.
+pub async fn revoke(pool: &PgPool, token: &str) -> sqlx::Result<bool> {
+    let deleted =
+        sqlx::query("DELETE FROM auth_token WHERE token_sha256 = $1 AND expires_at > now()")
+            .bind(digest(token))
+            .execute(pool)
+            .await?;
+    Ok(deleted.rows_affected() > 0)
+}
