@@ -235,11 +235,17 @@ pub fn get(url: &str) -> Result<(u16, String), ureq::Error> {
 
 /// POST with a JSON body: the status and the body parsed as JSON.
 pub fn post_json(url: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut response = agent()
-        .post(url)
-        .header("content-type", "application/json")
-        .send(body)
-        .unwrap();
+    json_of(
+        agent()
+            .post(url)
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap(),
+    )
+}
+
+/// The status and the body parsed as JSON.
+fn json_of(mut response: ureq::http::Response<ureq::Body>) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string().unwrap();
     (
@@ -263,32 +269,24 @@ pub fn demo_token(base: &str) -> String {
 
 /// GET with a bearer token; the body parsed as JSON.
 pub fn get_json_as(url: &str, token: &str) -> (u16, serde_json::Value) {
-    let mut response = agent()
-        .get(url)
-        .header("authorization", &format!("Bearer {token}"))
-        .call()
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+    json_of(
+        agent()
+            .get(url)
+            .header("authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap(),
     )
 }
 
 /// POST a JSON body with a bearer token; the body parsed as JSON.
 pub fn post_json_as(url: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut response = agent()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("authorization", &format!("Bearer {token}"))
-        .send(body)
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+    json_of(
+        agent()
+            .post(url)
+            .header("content-type", "application/json")
+            .header("authorization", &format!("Bearer {token}"))
+            .send(body)
+            .unwrap(),
     )
 }
 

@@ -195,29 +195,11 @@ write_payload_files() {
 # The database saulpos.env names, read as `cargo xtask deploy` reads it: sets db_host, db_port,
 # db_name, db_user and db_password; fails when it names none (no URL, name or user).
 read_database() {
-  local file="$1/saulpos.env" line name value url='' rest authority path=''
-  db_user=''
-  db_password=''
+  local file="$1/saulpos.env" url rest authority path=''
   [[ -r "$file" ]] || return 1
-  while IFS= read -r line || [[ -n "$line" ]]; do
-    line="${line#"${line%%[![:space:]]*}"}"
-    line="${line#export }"
-    [[ "$line" == \#* || "$line" != *=* ]] && continue
-    name="${line%%=*}"
-    name="${name%"${name##*[![:space:]]}"}"
-    [[ -n "$name" && "$name" != *[[:space:]]* ]] || continue
-    value="${line#*=}"
-    value="${value#"${value%%[![:space:]]*}"}"
-    value="${value%"${value##*[![:space:]]}"}"
-    if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then
-      value="${BASH_REMATCH[1]}"
-    fi
-    case "$name" in
-      SAULPOS_DB_URL) url="$value" ;;
-      SAULPOS_DB_USERNAME) db_user="$value" ;;
-      SAULPOS_DB_PASSWORD) db_password="$value" ;;
-    esac
-  done <"$file"
+  url="$(env_value "$file" SAULPOS_DB_URL)"
+  db_user="$(env_value "$file" SAULPOS_DB_USERNAME)"
+  db_password="$(env_value "$file" SAULPOS_DB_PASSWORD)"
   case "$url" in
     jdbc:postgresql://*) rest="${url#jdbc:postgresql://}" ;;
     postgresql://*) rest="${url#postgresql://}" ;;

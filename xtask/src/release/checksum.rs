@@ -17,6 +17,26 @@ pub fn hex(bytes: &[u8]) -> String {
     text
 }
 
+/// Creates `path` and fills it with `write` through a buffer, hashing on the way, then syncs
+/// it; returns its SHA-256 (hex) and size.
+pub fn write_hashed_file(
+    path: &Path,
+    write: impl FnOnce(&mut HashingWriter<io::BufWriter<std::fs::File>>) -> io::Result<()>,
+) -> anyhow::Result<(String, u64)> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file));
+    write(&mut writer).with_context(|| format!("cannot write {}", path.display()))?;
+    let (buffered, sha256, size) = writer.finish();
+    let file = buffered
+        .into_inner()
+        .map_err(|error| error.into_error())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))?;
+    Ok((sha256, size))
+}
+
 /// SHA-256 of bytes in memory, as hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))

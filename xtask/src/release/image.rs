@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tar::{EntryType, Header};
 
 use crate::release::archive::Entry;
-use crate::release::checksum::{self, HashingWriter};
+use crate::release::checksum;
 use crate::release::gzip;
 
 /// The user the server runs as inside the image (as distroless images do).
@@ -236,11 +236,8 @@ pub fn write(folder: &Path, recipe: &Recipe) -> anyhow::Result<ImageFacts> {
 
     let name = file_name(recipe.version);
     let path = folder.join(&name);
-    let file =
-        fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut writer = HashingWriter::new(io::BufWriter::new(file));
-    {
-        let mut builder = tar::Builder::new(&mut writer);
+    let (sha256, size) = checksum::write_hashed_file(&path, |writer| {
+        let mut builder = tar::Builder::new(writer);
         for (entry_path, mode, contents) in &entries {
             append(
                 &mut builder,
@@ -251,15 +248,8 @@ pub fn write(folder: &Path, recipe: &Recipe) -> anyhow::Result<ImageFacts> {
                 contents.as_deref(),
             )?;
         }
-        builder.finish()?;
-    }
-    let (buffered, sha256, size) = writer.finish();
-    let file = buffered
-        .into_inner()
-        .map_err(|error| error.into_error())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all()
-        .with_context(|| format!("cannot sync {}", path.display()))?;
+        builder.finish()
+    })?;
     Ok(ImageFacts {
         name,
         size,

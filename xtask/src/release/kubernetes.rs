@@ -296,20 +296,7 @@ impl flags::Kubernetes {
             )
         })?;
         // The file must be the one the release lists, so a changed file is never applied.
-        let sums = fs::read_to_string(dir.join(verify::SUMS))
-            .with_context(|| format!("cannot read {}", dir.join(verify::SUMS).display()))?;
-        let digest = checksum::sha256_hex(text.as_bytes());
-        if !verify::sums_lines(&sums)
-            .iter()
-            .any(|(listed, listed_name)| listed_name == &name && listed == &digest)
-        {
-            bail!(
-                "{} does not match its line in {}: run `cargo xtask verify {}`",
-                path.display(),
-                verify::SUMS,
-                self.version
-            );
-        }
+        verify::check_listed(&dir, &name, &checksum::sha256_hex(text.as_bytes()))?;
         let from = format!("{PLACEHOLDER_REGISTRY}/{REPOSITORY}@");
         let filled = text.replace(&from, &format!("{registry}/{REPOSITORY}@"));
         match &self.output {

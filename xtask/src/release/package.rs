@@ -2,7 +2,6 @@
 //! reproducible release into `dist/<version>/`, all at once or not at all.
 
 use std::fs;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,7 +10,7 @@ use serde_json::json;
 use xshell::{Shell, cmd};
 
 use crate::release::archive::{self, Entry};
-use crate::release::checksum::{self, HashingWriter};
+use crate::release::checksum;
 use crate::release::manifest::{self, ArchiveFacts, FileFacts, Manifest};
 use crate::release::{
     dist, image, kubernetes, payload_files, provenance, release_version, sbom, signature, verify,
@@ -619,19 +618,9 @@ pub fn write_archive(
     source_date: i64,
     level: u32,
 ) -> anyhow::Result<ArchiveFacts> {
-    let path = folder.join(name);
-    let file =
-        fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    archive::write_tar_gz(entries, source_date.max(0) as u64, level, &mut writer)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    let (buffered, sha256, size) = writer.finish();
-    let file = buffered
-        .into_inner()
-        .map_err(|error| error.into_error())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all()
-        .with_context(|| format!("cannot sync {}", path.display()))?;
+    let (sha256, size) = checksum::write_hashed_file(&folder.join(name), |writer| {
+        archive::write_tar_gz(entries, source_date.max(0) as u64, level, writer)
+    })?;
     Ok(ArchiveFacts {
         name: name.to_owned(),
         size,

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::json;
 use xshell::Shell;
 
@@ -28,22 +28,11 @@ impl flags::PushImage {
                 path.display()
             );
         }
-        let sums_path = dir.join(verify::SUMS);
-        let sums = fs::read_to_string(&sums_path)
-            .with_context(|| format!("cannot read {}", sums_path.display()))?;
         let (sha256, _) = checksum::sha256_file(&path)?;
-        if !verify::sums_lines(&sums)
-            .iter()
-            .any(|(listed, listed_name)| listed_name == &name && listed == &sha256)
-        {
-            bail!(
-                "{} does not match its line in {}: nothing pushed; run `cargo xtask verify {version}`",
-                path.display(),
-                verify::SUMS
-            );
-        }
+        verify::check_listed(&dir, &name, &sha256)?;
         if let Some(allowed) = &self.allowed_signers {
-            let signer = signature::verify(&sums_path, &dir.join(signature::SIG), allowed)?;
+            let signer =
+                signature::verify(&dir.join(verify::SUMS), &dir.join(signature::SIG), allowed)?;
             eprintln!("signature: {signer}");
         }
         let digest = image::read_digest(&path)?;

@@ -162,6 +162,24 @@ pub fn check_payload_checksums(dir: &Path, name: &str) -> Vec<String> {
     problems
 }
 
+/// Refuses unless `SHA256SUMS` in `dir` lists `name` (a path below `dir`) with the SHA-256
+/// `digest`: a file changed after packaging is never used.
+pub fn check_listed(dir: &Path, name: &str, digest: &str) -> anyhow::Result<()> {
+    let sums_path = dir.join(SUMS);
+    let sums = fs::read_to_string(&sums_path)
+        .with_context(|| format!("cannot read {}", sums_path.display()))?;
+    if !sums_lines(&sums)
+        .iter()
+        .any(|(listed, listed_name)| listed_name == name && listed == digest)
+    {
+        bail!(
+            "{} does not match its line in {SUMS}: nothing used; run `cargo xtask verify` on the release",
+            dir.join(name).display()
+        );
+    }
+    Ok(())
+}
+
 /// The `(sha256, name)` pairs of a `SHA256SUMS` text.
 pub fn sums_lines(text: &str) -> Vec<(String, String)> {
     text.lines()
