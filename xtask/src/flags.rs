@@ -270,7 +270,8 @@ pub struct BenchDatabase {
 }
 
 /// The server built in release mode: time from start to the first 200 from /actuator/health,
-/// idle memory, and requests per second for health and liveness on loopback.
+/// idle memory, and requests per second on loopback for health, liveness, logins, and an
+/// authenticated product lookup beside the same lookup on the last server without login.
 #[derive(Args)]
 pub struct BenchServer {
     /// How many starts to take the median of.
@@ -282,6 +283,10 @@ pub struct BenchServer {
     /// How many keep-alive connections the load generator holds open.
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
+    /// The commit whose server (without login) the authenticated lookup is compared with, built
+    /// in a worktree under target/bench/baseline/; the default is the last commit before login.
+    #[arg(long, default_value = "28e5a0e9ef849cf03c12fa6130944ac1a0f277c8")]
+    pub baseline: String,
     #[command(flatten)]
     pub database: BenchDatabase,
 }

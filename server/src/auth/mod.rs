@@ -7,6 +7,7 @@ pub mod tokens;
 pub mod user_command;
 pub mod users;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::AuthConfig;
@@ -16,20 +17,27 @@ pub struct Auth {
     pub token_ttl: Duration,
     pub hasher: password::Hasher,
     pub lockout: lockout::Lockout,
+    /// Tokens checked in the last second, so that a busy client costs one lookup a second.
+    pub tokens: tokens::Cache,
     /// A hash of nothing, checked when the user is unknown, so that an unknown user and a wrong
-    /// password take about the same time.
-    dummy_hash: String,
+    /// password take about the same time. Made beside startup, not in its way.
+    dummy_hash: Arc<OnceLock<String>>,
     lockout_duration: Duration,
 }
 
 impl Auth {
     pub fn new(config: &AuthConfig) -> anyhow::Result<Auth> {
         let hasher = password::Hasher::new(&config.argon2)?;
-        let dummy_hash = hasher.hash("saulpos: no such user")?;
+        let dummy_hash = Arc::new(OnceLock::new());
+        let (background, making) = (hasher.clone(), Arc::clone(&dummy_hash));
+        std::thread::spawn(move || {
+            making.get_or_init(|| dummy_of(&background));
+        });
         Ok(Auth {
             token_ttl: config.token_ttl,
             hasher,
             lockout: lockout::Lockout::new(config.max_failures, config.lockout),
+            tokens: tokens::Cache::default(),
             dummy_hash,
             lockout_duration: config.lockout,
         })
@@ -39,7 +47,14 @@ impl Auth {
         self.lockout_duration.as_secs()
     }
 
+    /// The dummy hash; blocks (in a blocking task) until the background thread has made it.
     pub fn dummy_hash(&self) -> &str {
-        &self.dummy_hash
+        self.dummy_hash.get_or_init(|| dummy_of(&self.hasher))
     }
+}
+
+fn dummy_of(hasher: &password::Hasher) -> String {
+    hasher
+        .hash("saulpos: no such user")
+        .unwrap_or_else(|_| "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$".to_owned())
 }

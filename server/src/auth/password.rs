@@ -8,6 +8,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use crate::config::Argon2Config;
 
 /// Hashes with the configured parameters.
+#[derive(Clone)]
 pub struct Hasher {
     argon2: Argon2<'static>,
 }

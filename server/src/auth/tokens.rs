@@ -1,7 +1,9 @@
 //! Bearer tokens: 32 random bytes shown once as hex, stored only as their SHA-256, with an
 //! expiry; logout deletes one, and disabling a user or changing a password deletes theirs.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
@@ -47,16 +49,74 @@ pub async fn issue(pool: &PgPool, user_id: i64, ttl: Duration) -> sqlx::Result<I
     Ok(Issued { token, expires_at })
 }
 
-/// The holder of `token` if it is known, unexpired, and its user is enabled.
-pub async fn check(pool: &PgPool, token: &str) -> sqlx::Result<Option<Holder>> {
-    let found: Option<(String, String)> = sqlx::query_as(
-        "SELECT u.username, u.role FROM auth_token t JOIN app_user u ON u.id = t.user_id
+/// The holder of `token` if it is known, unexpired, and its user is enabled, with the time it
+/// has left.
+pub async fn check(pool: &PgPool, token: &str) -> sqlx::Result<Option<(Holder, Duration)>> {
+    let found: Option<(String, String, f64)> = sqlx::query_as(
+        "SELECT u.username, u.role, extract(epoch FROM t.expires_at - now())::float8
+         FROM auth_token t JOIN app_user u ON u.id = t.user_id
          WHERE t.token_sha256 = $1 AND t.expires_at > now() AND NOT u.disabled",
     )
     .bind(digest(token))
     .fetch_optional(pool)
     .await?;
-    Ok(found.map(|(username, role)| Holder { username, role }))
+    Ok(found.map(|(username, role, left)| {
+        (
+            Holder { username, role },
+            Duration::from_secs_f64(left.max(0.0)),
+        )
+    }))
+}
+
+/// How long a checked token is taken on trust: a token ended by another process (another
+/// replica's logout, `user disable`, `user passwd`) stops working within this.
+pub const CACHE_FOR: Duration = Duration::from_secs(1);
+/// Past this many cached tokens, the stale ones are dropped.
+const CACHE_PRUNE_AT: usize = 10_000;
+
+/// Tokens checked in the last `CACHE_FOR`, by their SHA-256, never longer than they live.
+#[derive(Default)]
+pub struct Cache {
+    entries: Mutex<HashMap<Vec<u8>, (Holder, Instant)>>,
+}
+
+impl Cache {
+    /// As `check`, answered from the cache when the token was checked less than `CACHE_FOR`
+    /// ago.
+    pub async fn check(&self, pool: &PgPool, token: &str) -> sqlx::Result<Option<Holder>> {
+        let key = digest(token);
+        let now = Instant::now();
+        if let Some((holder, until)) = self.lock().get(&key)
+            && *until > now
+        {
+            return Ok(Some(holder.clone()));
+        }
+        let found = check(pool, token).await?;
+        let mut entries = self.lock();
+        match &found {
+            Some((holder, left)) => {
+                if entries.len() >= CACHE_PRUNE_AT {
+                    entries.retain(|_, (_, until)| *until > now);
+                }
+                entries.insert(key, (holder.clone(), now + CACHE_FOR.min(*left)));
+            }
+            None => {
+                entries.remove(&key);
+            }
+        }
+        Ok(found.map(|(holder, _)| holder))
+    }
+
+    /// Drops `token` from the cache (logout on this server).
+    pub fn forget(&self, token: &str) {
+        self.lock().remove(&digest(token));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, (Holder, Instant)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
 }
 
 /// Ends `token`; whether it was a live one.

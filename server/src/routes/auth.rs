@@ -78,14 +78,15 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
         Err(error) => return ApiError::from(error).into_response(),
     };
     // An unknown user is checked against a dummy hash, so both cases cost one Argon2 run.
-    let hash = stored.as_ref().map_or_else(
-        || auth.dummy_hash().to_owned(),
-        |user| user.password_hash.clone(),
-    );
+    let hash = stored.as_ref().map(|user| user.password_hash.clone());
     let password_text = login.password;
-    let matches = tokio::task::spawn_blocking(move || password::verify(&password_text, &hash))
-        .await
-        .unwrap_or(false);
+    let shared = state.auth.clone();
+    let matches = tokio::task::spawn_blocking(move || {
+        let hash = hash.as_deref().unwrap_or_else(|| shared.dummy_hash());
+        password::verify(&password_text, hash)
+    })
+    .await
+    .unwrap_or(false);
     let user = match stored {
         Some(user) if matches && !user.disabled => user,
         _ => {
@@ -128,6 +129,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let Some(token) = bearer(&headers) else {
         return unauthorized("send Authorization: Bearer <token>");
     };
+    state.auth.tokens.forget(token);
     match tokens::revoke(&state.pool, token).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => unauthorized("the token is unknown or expired; log in again"),
@@ -146,7 +148,7 @@ pub async fn require_token(
             "log in first: POST /api/v1/auth/login, then send Authorization: Bearer <token>",
         );
     };
-    match tokens::check(&state.pool, token).await {
+    match state.auth.tokens.check(&state.pool, token).await {
         Ok(Some(holder)) => {
             request.extensions_mut().insert(holder);
             next.run(request).await

@@ -10,6 +10,28 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// One request the load repeats.
+#[derive(Clone)]
+pub struct Request {
+    pub method: &'static str,
+    pub path: String,
+    /// Extra header lines, each ending in `\r\n`.
+    pub headers: String,
+    /// A JSON body, or empty.
+    pub body: String,
+}
+
+impl Request {
+    pub fn get(path: &str) -> Request {
+        Request {
+            method: "GET",
+            path: path.to_owned(),
+            headers: String::new(),
+            body: String::new(),
+        }
+    }
+}
+
 /// The requests per second `connections` keep-alive connections get from `path` in `length`.
 pub fn requests_per_second(
     address: SocketAddr,
@@ -17,11 +39,21 @@ pub fn requests_per_second(
     connections: usize,
     length: Duration,
 ) -> anyhow::Result<f64> {
+    requests_per_second_of(address, &Request::get(path), connections, length)
+}
+
+/// The 200s per second `connections` keep-alive connections get for `request` in `length`.
+pub fn requests_per_second_of(
+    address: SocketAddr,
+    request: &Request,
+    connections: usize,
+    length: Duration,
+) -> anyhow::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..connections.max(1))
         .map(|_| {
             let stop = Arc::clone(&stop);
-            let path = path.to_owned();
+            let request = request.clone();
             std::thread::spawn(move || -> anyhow::Result<u64> {
                 let stream = TcpStream::connect(address)?;
                 stream.set_nodelay(true)?;
@@ -29,9 +61,9 @@ pub fn requests_per_second(
                 let mut connection = Connection::new(stream)?;
                 let mut done = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let (status, _) = connection.get(&path)?;
+                    let (status, _) = connection.send(&request)?;
                     if status != 200 {
-                        bail!("{path} answered {status} under load");
+                        bail!("{} answered {status} under load", request.path);
                     }
                     done += 1;
                 }
@@ -62,10 +94,19 @@ impl Connection {
         })
     }
 
-    fn get(&mut self, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    fn send(&mut self, request: &Request) -> anyhow::Result<(u16, Vec<u8>)> {
+        let length = if request.body.is_empty() && request.method == "GET" {
+            String::new()
+        } else {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                request.body.len()
+            )
+        };
         write!(
             self.writer,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: xtask-bench\r\n\r\n"
+            "{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: xtask-bench\r\n{}{length}\r\n{}",
+            request.method, request.path, request.headers, request.body
         )?;
         let mut line = String::new();
         self.reader.read_line(&mut line)?;

@@ -1,7 +1,10 @@
 //! `cargo xtask bench server`: the release build of the server on loopback: start to the first
-//! 200 from `/actuator/health`, idle memory, and requests per second for health and liveness.
+//! 200 from `/actuator/health`, idle memory, requests per second for health and liveness, for
+//! logins (Argon2id as configured) and for an authenticated product lookup beside the same
+//! lookup on the last release without login (built from its commit).
 
 use std::fs;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,13 +36,22 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
     };
     postgres.drop_database(DATABASE)?;
     postgres.psql("postgres", "CREATE DATABASE :\"db\"", &[("db", DATABASE)])?;
-    let url = format!("postgres://{}:{}/{DATABASE}", database.host, database.port);
+    // Plain TCP to the database, as the last release without TLS support spoke it: the figures
+    // measure the server. TLS to a loopback database is timed apart (start with sslmode=require).
+    let tls_url = format!(
+        "postgres://{}:{}/{DATABASE}?sslmode=require",
+        database.host, database.port
+    );
+    let url = format!(
+        "postgres://{}:{}/{DATABASE}?sslmode=disable",
+        database.host, database.port
+    );
 
-    let start = |port: u16| -> anyhow::Result<Child> {
+    let start_with = |port: u16, url: &str| -> anyhow::Result<Child> {
         Command::new(&binary)
             .env("SAULPOS_PROFILE", "dev")
             .env("SAULPOS_CONFIG_DIR", project_root().join("server/config"))
-            .env("SAULPOS_DB_URL", &url)
+            .env("SAULPOS_DB_URL", url)
             .env("SAULPOS_DB_USERNAME", &database.username)
             .env("SAULPOS_SERVER_ADDRESS", "127.0.0.1")
             .env("SAULPOS_SERVER_PORT", port.to_string())
@@ -49,6 +61,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))
     };
+    let start = |port: u16| start_with(port, &url);
 
     note("first start: applies the migrations (not measured)");
     let port = free_port()?;
@@ -66,6 +79,19 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
         starts.push(started.elapsed());
     }
     let start_to_up = median(starts);
+    let mut tls_starts = Vec::new();
+    for run in 1..=flags.starts.max(1) {
+        note(&format!(
+            "start {run} of {} with sslmode=require",
+            flags.starts.max(1)
+        ));
+        let port = free_port()?;
+        let started = Instant::now();
+        let mut server = Running(start_with(port, &tls_url)?);
+        wait_for_up(&mut server.0, address(port), Duration::from_secs(30))?;
+        tls_starts.push(started.elapsed());
+    }
+    let tls_start_ms = median(tls_starts).as_secs_f64() * 1000.0;
 
     let port = free_port()?;
     let mut server = Running(start(port)?);
@@ -92,8 +118,90 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
     let health =
         load::requests_per_second(address(port), "/actuator/health", flags.connections, length)?;
     let loaded = resident_kib(server.0.id())?;
+
+    // Login: a user made with `saulpos-server user add`, its password on standard input.
+    let mut add = Command::new(&binary)
+        .args(["user", "add", "bench", "--role", "cashier"])
+        .env("SAULPOS_PROFILE", "dev")
+        .env("SAULPOS_CONFIG_DIR", project_root().join("server/config"))
+        .env("SAULPOS_DB_URL", &url)
+        .env("SAULPOS_DB_USERNAME", &database.username)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    add.stdin
+        .take()
+        .expect("piped")
+        .write_all(format!("{BENCH_PASSWORD}\n").as_bytes())?;
+    if !add.wait()?.success() {
+        bail!("saulpos-server user add bench failed (its message is above)");
+    }
+    let login_body =
+        serde_json::json!({"username": "bench", "password": BENCH_PASSWORD}).to_string();
+    let login = load::Request {
+        method: "POST",
+        path: "/api/v1/auth/login".to_owned(),
+        headers: String::new(),
+        body: login_body.clone(),
+    };
+    note(&format!(
+        "load on POST /api/v1/auth/login: {} connections for {}s",
+        flags.connections,
+        length.as_secs()
+    ));
+    let logins = load::requests_per_second_of(address(port), &login, flags.connections, length)?;
+    let base = BaseUrl::parse(&format!("http://127.0.0.1:{port}"))?;
+    let answer = http::request(
+        &base,
+        "POST",
+        "/api/v1/auth/login",
+        Some(&login_body),
+        Duration::from_secs(10),
+    )?;
+    let token = answer.json()?["token"]
+        .as_str()
+        .context("the login answered no token")?
+        .to_owned();
+    let lookup = load::Request {
+        headers: format!("Authorization: Bearer {token}\r\n"),
+        ..load::Request::get(LOOKUP)
+    };
+    note(&format!(
+        "load on GET {LOOKUP} with a token: {} connections for {}s",
+        flags.connections,
+        length.as_secs()
+    ));
+    let authenticated =
+        load::requests_per_second_of(address(port), &lookup, flags.connections, length)?;
     drop(server);
+
+    // The same lookup on the last release without login, built from its commit.
+    let baseline_binary = build_baseline(sh, &flags.baseline)?;
+    let port = free_port()?;
+    let mut baseline = Running(
+        Command::new(&baseline_binary)
+            .env("SAULPOS_PROFILE", "dev")
+            .env("SAULPOS_DB_URL", &url)
+            .env("SAULPOS_DB_USERNAME", &database.username)
+            .env("SAULPOS_SERVER_ADDRESS", "127.0.0.1")
+            .env("SAULPOS_SERVER_PORT", port.to_string())
+            .env("SAULPOS_LOG_LEVEL", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", baseline_binary.display()))?,
+    );
+    wait_for_up(&mut baseline.0, address(port), Duration::from_secs(30))?;
+    note(&format!(
+        "load on GET {LOOKUP} without login ({}): {} connections for {}s",
+        flags.baseline,
+        flags.connections,
+        length.as_secs()
+    ));
+    let open_lookup = load::requests_per_second(address(port), LOOKUP, flags.connections, length)?;
+    drop(baseline);
     postgres.drop_database(DATABASE)?;
+    let share = authenticated / open_lookup;
 
     let idle_mib = idle as f64 / 1024.0;
     let start_ms = start_to_up.as_secs_f64() * 1000.0;
@@ -106,6 +214,13 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
             format!("{start_ms:.1} ms"),
             "< 100 ms",
             start_ms < 100.0,
+        ),
+        Row::figure(
+            format!(
+                "start to first 200 with TLS to PostgreSQL, sslmode=require (median of {})",
+                flags.starts.max(1)
+            ),
+            format!("{tls_start_ms:.1} ms"),
         ),
         Row::goal(
             "idle resident memory",
@@ -135,7 +250,71 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
             "resident memory after the load",
             format!("{:.1} MiB", loaded as f64 / 1024.0),
         ),
+        Row::figure(
+            format!(
+                "POST /api/v1/auth/login (Argon2id m=19 MiB, t=2, p=1), {} connections",
+                flags.connections
+            ),
+            format!("{logins:.0} req/s"),
+        ),
+        Row::figure(
+            format!(
+                "GET {LOOKUP} without login ({}), {} connections",
+                short(&flags.baseline),
+                flags.connections
+            ),
+            format!("{open_lookup:.0} req/s"),
+        ),
+        Row::figure(
+            format!(
+                "GET {LOOKUP} with a bearer token, {} connections",
+                flags.connections
+            ),
+            format!("{authenticated:.0} req/s"),
+        ),
+        Row::goal(
+            "authenticated lookup / lookup without login",
+            format!("{:.0} %", share * 100.0),
+            ">= 80 %",
+            share >= 0.8,
+        ),
     ])
+}
+
+const BENCH_PASSWORD: &str = "bench-password-1";
+const LOOKUP: &str = "/api/v1/products/DEMO-BREAD";
+
+fn short(rev: &str) -> &str {
+    rev.get(..10).unwrap_or(rev)
+}
+
+/// The release binary of the server at `rev`, built in a worktree of its own (kept, with its
+/// target folder, for the next run).
+fn build_baseline(sh: &Shell, rev: &str) -> anyhow::Result<std::path::PathBuf> {
+    let root = project_root().join("target/bench/baseline");
+    let source = root.join(short(rev));
+    let target = root.join("target");
+    if !source.join("Cargo.toml").is_file() {
+        note(&format!("checking out {rev} in {}", source.display()));
+        let _ = fs::remove_dir_all(&source);
+        cmd!(sh, "git worktree prune").quiet().run()?;
+        cmd!(sh, "git worktree add --detach {source} {rev}")
+            .run()
+            .with_context(|| {
+                format!("cannot check out {rev}: is it a commit of this repository?")
+            })?;
+    }
+    note(&format!(
+        "building saulpos-server at {} in release mode",
+        short(rev)
+    ));
+    let _dir = sh.push_dir(&source);
+    cmd!(
+        sh,
+        "cargo build --release --locked --package saulpos-server --target-dir {target}"
+    )
+    .run()?;
+    Ok(target.join("release/saulpos-server"))
 }
 
 /// A server process that is stopped (SIGTERM, then SIGKILL) when dropped.
