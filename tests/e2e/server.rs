@@ -170,6 +170,11 @@ fn staging_and_prod_load_no_demo_catalogue() {
         ("SAULPOS_DB_PASSWORD", PASSWORD),
     ]);
     assert_eq!(db.query("SELECT count(*) FROM product"), "0");
+    assert_eq!(
+        db.query("SELECT count(*) FROM app_user"),
+        "0",
+        "staging creates no demo user"
+    );
 }
 
 #[test]

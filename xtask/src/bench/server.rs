@@ -56,6 +56,8 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
             .env("SAULPOS_SERVER_ADDRESS", "127.0.0.1")
             .env("SAULPOS_SERVER_PORT", port.to_string())
             .env("SAULPOS_LOG_LEVEL", "warn")
+            // The timed failed logins below must not end in a lockout.
+            .env("SAULPOS_AUTH_MAX_FAILURES", "1000")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -162,6 +164,28 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
         .as_str()
         .context("the login answered no token")?
         .to_owned();
+    // An unknown user and a wrong password: one Argon2 run each, so the same time.
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    for round in 0..10 {
+        for (username, times) in [("nobody", &mut unknown), ("bench", &mut wrong)] {
+            let body =
+                serde_json::json!({"username": username, "password": format!("wrong-{round}")})
+                    .to_string();
+            let started = Instant::now();
+            let answer = http::request(
+                &base,
+                "POST",
+                "/api/v1/auth/login",
+                Some(&body),
+                Duration::from_secs(10),
+            )?;
+            times.push(started.elapsed());
+            if answer.status != 401 {
+                bail!("a wrong login answered {}", answer.status);
+            }
+        }
+    }
+    let (unknown, wrong) = (median(unknown), median(wrong));
     let lookup = load::Request {
         headers: format!("Authorization: Bearer {token}\r\n"),
         ..load::Request::get(LOOKUP)
@@ -256,6 +280,14 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
                 flags.connections
             ),
             format!("{logins:.0} req/s"),
+        ),
+        Row::figure(
+            "one failed login: unknown user / wrong password (median of 10 each)",
+            format!(
+                "{:.1} ms / {:.1} ms",
+                unknown.as_secs_f64() * 1000.0,
+                wrong.as_secs_f64() * 1000.0
+            ),
         ),
         Row::figure(
             format!(
