@@ -14,11 +14,42 @@ use xshell::Shell;
 
 use super::{Row, fresh_dir, median, note, package_version, seconds};
 use crate::database::postgres::Server;
+use crate::release::manifest::Manifest;
+use crate::release::package;
 use crate::release::payload_files;
 use crate::{flags, project_root};
 
 const VERSIONS: [&str; 2] = ["0.0.0-bench.1", "0.0.0-bench.2"];
 const ENV: &str = "staging";
+
+/// The bench hosts' smoke user's password (a throwaway database of the bench's own).
+const SMOKE_PASSWORD: &str = "bench-smoke-password";
+
+/// Adds the smoke user to the database at `url` unless it is there.
+fn add_smoke_user(server: &Path, url: &str, username: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new(server)
+        .args(["user", "add", "smoke", "--role", "cashier"])
+        .env("SAULPOS_PROFILE", ENV)
+        .env("SAULPOS_DB_URL", url)
+        .env("SAULPOS_DB_USERNAME", username)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", server.display()))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(format!("{SMOKE_PASSWORD}\n").as_bytes())?;
+    let output = child.wait_with_output()?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() && !said.contains("user smoke exists") {
+        bail!("cannot add the smoke user to {url}: {}", said.trim());
+    }
+    Ok(())
+}
 
 pub fn run(sh: &Shell, what: &flags::BenchFleet) -> anyhow::Result<Vec<Row>> {
     let work = project_root().join("target/bench/fleet");
@@ -36,6 +67,15 @@ pub fn run(sh: &Shell, what: &flags::BenchFleet) -> anyhow::Result<Vec<Row>> {
         port: what.database.port,
         username: what.database.username.clone(),
     };
+    // The gates' smoke checks log in: each host's database gets the smoke user, made with the
+    // server just built.
+    let manifest = Manifest::from_json(&fs::read_to_string(
+        dist.join(VERSIONS[0])
+            .join(crate::release::manifest::JSON_NAME),
+    )?)?;
+    let server = package::package_target_dir()
+        .join(&manifest.target)
+        .join("release/saulpos-server");
     let mut hosts = Vec::new();
     for number in 1..=6 {
         let dest = work.join(format!("host-{number}"));
@@ -48,11 +88,13 @@ pub fn run(sh: &Shell, what: &flags::BenchFleet) -> anyhow::Result<Vec<Row>> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        let url = format!("postgres://{}:{}/{database}", postgres.host, postgres.port);
+        add_smoke_user(&server, &url, &postgres.username)?;
         fs::write(
             installed.join("saulpos.env"),
             format!(
-                "SAULPOS_DB_URL=postgres://{}:{}/{database}\nSAULPOS_DB_USERNAME={}\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\n",
-                postgres.host, postgres.port, postgres.username
+                "SAULPOS_DB_URL={url}\nSAULPOS_DB_USERNAME={}\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\nSAULPOS_SMOKE_USERNAME=smoke\nSAULPOS_SMOKE_PASSWORD={SMOKE_PASSWORD}\n",
+                postgres.username
             ),
         )?;
         hosts.push(dest);
@@ -196,7 +238,7 @@ fn rollout(
             host["gate_ms"]
                 .as_u64()
                 .map(Duration::from_millis)
-                .context("a host reported no gate time")
+                .with_context(|| format!("a host reported no gate time: {host}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok((wall, gates))
