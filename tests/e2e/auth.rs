@@ -81,6 +81,17 @@ fn call(
     )
 }
 
+/// A staging server on `db`, whose database holds the smoke user.
+fn smoke_ready_server(db: &TestDb) -> Server {
+    add_smoke_user(db);
+    let url = db.url();
+    Server::start(&[
+        ("SAULPOS_PROFILE", "staging"),
+        ("SAULPOS_DB_URL", &url),
+        ("SAULPOS_DB_USERNAME", "postgres"),
+    ])
+}
+
 fn login(server: &Server, username: &str, password: &str) -> (u16, Option<String>, Value) {
     call(
         "POST",
@@ -299,13 +310,7 @@ fn user_commands_add_list_passwd_and_disable_with_the_password_never_an_argument
 #[test]
 fn smoke_logs_in_as_the_smoke_user_and_a_wrong_password_fails_that_check_without_showing_it() {
     let db = TestDb::new("smokeauth");
-    add_smoke_user(&db);
-    let url = db.url();
-    let server = Server::start(&[
-        ("SAULPOS_PROFILE", "staging"),
-        ("SAULPOS_DB_URL", &url),
-        ("SAULPOS_DB_USERNAME", "postgres"),
-    ]);
+    let server = smoke_ready_server(&db);
     let base = server.url("");
     let work = tempfile::tempdir().unwrap();
     let env_file = work.path().join("saulpos.env");
@@ -559,13 +564,7 @@ impl Drop for TlsFront {
 #[test]
 fn health_and_smoke_check_a_server_behind_https_with_cacert_and_name_a_certificate_problem() {
     let db = TestDb::new("https");
-    add_smoke_user(&db);
-    let url = db.url();
-    let server = Server::start(&[
-        ("SAULPOS_PROFILE", "staging"),
-        ("SAULPOS_DB_URL", &url),
-        ("SAULPOS_DB_USERNAME", "postgres"),
-    ]);
+    let server = smoke_ready_server(&db);
     let work = tempfile::tempdir().unwrap();
     let (cert, key) = make_certificate(work.path(), "front");
     let front = TlsFront::start(&cert, &key, server.port);

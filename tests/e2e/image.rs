@@ -440,6 +440,12 @@ fn push_image_puts_the_digest_from_dist_in_a_registry_and_refuses_plain_http_by_
     );
     let inspected = json_of("skopeo", &["inspect", "--tls-verify=false", &remote]);
     assert_eq!(inspected["Digest"], digest.as_str());
+    let left: Vec<String> = fs::read_dir(dist)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".push-"))
+        .collect();
+    assert!(left.is_empty(), "push-image left {left:?} in dist/");
     assert_eq!(
         inspected["Labels"]["org.opencontainers.image.version"],
         "1.0.0"
@@ -558,18 +564,16 @@ fn the_kubernetes_manifests_pass_strict_validation_with_probes_limits_and_only_a
 
     // `kubernetes` fills the registry in, checked against SHA256SUMS first.
     let dist = release.parent().unwrap().to_str().unwrap();
-    let filled = xtask(
-        &clone().dir,
-        &[
-            "kubernetes",
-            "prod",
-            "1.0.0",
-            "--registry",
-            "127.0.0.1:5000/team",
-            "--dist",
-            dist,
-        ],
-    );
+    let fill = [
+        "kubernetes",
+        "prod",
+        "1.0.0",
+        "--registry",
+        "127.0.0.1:5000/team",
+        "--dist",
+        dist,
+    ];
+    let filled = xtask(&clone().dir, &fill);
     assert!(filled.status.success(), "{}", text(&filled));
     let stdout = String::from_utf8(filled.stdout).unwrap();
     assert!(
@@ -582,17 +586,7 @@ fn the_kubernetes_manifests_pass_strict_validation_with_probes_limits_and_only_a
     let written = work.path().join("prod.yaml");
     let to_file = xtask(
         &clone().dir,
-        &[
-            "kubernetes",
-            "prod",
-            "1.0.0",
-            "--registry",
-            "127.0.0.1:5000/team",
-            "--dist",
-            dist,
-            "--output",
-            written.to_str().unwrap(),
-        ],
+        &[&fill[..], &["--output", written.to_str().unwrap()]].concat(),
     );
     assert!(to_file.status.success(), "{}", text(&to_file));
     assert_eq!(fs::read_to_string(&written).unwrap(), stdout);

@@ -40,7 +40,9 @@ impl flags::PushImage {
         let target = format!("{destination}:{tag}");
         eprintln!("pushing {name} to {target} (digest {digest})");
 
-        let scratch = tempfile_path(&dist_dir);
+        // skopeo writes the digest it pushed here: beside the releases, never in /tmp where a
+        // planted link could redirect a root-owned write.
+        let scratch = dist_dir.join(format!(".push-{}.digest", std::process::id()));
         let mut command = Command::new("skopeo");
         command.args(["copy", "--retry-times", "2", "--digestfile"]);
         command.arg(&scratch);
@@ -119,16 +121,6 @@ fn check_destination(destination: &str) -> anyhow::Result<String> {
         );
     }
     Ok(checked.to_owned())
-}
-
-fn tempfile_path(dist_dir: &std::path::Path) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "saulpos-push-{}-{}.digest",
-        std::process::id(),
-        checksum::sha256_hex(dist_dir.to_string_lossy().as_bytes())
-            .get(..8)
-            .unwrap_or_default()
-    ))
 }
 
 #[cfg(test)]
