@@ -14,7 +14,7 @@ use crate::auth::user_command::UserCommand;
 use crate::auth::users;
 use crate::config::Config;
 use crate::routes::{self, AppState};
-use crate::{build_info, catalogue, db, telemetry};
+use crate::{build_info, catalogue, db, serve, telemetry};
 
 /// SaulPOS server. Configuration comes from the profile files and SAULPOS_* variables:
 /// SAULPOS_PROFILE (dev, staging, prod), SAULPOS_DB_URL, SAULPOS_DB_USERNAME, SAULPOS_DB_PASSWORD,
@@ -127,17 +127,31 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         show_health_details: config.show_health_details,
         health_timeout: config.database.health_timeout,
         auth,
+        trusted_proxies: config.server.trusted_proxies.clone().into(),
     };
+    let max_connections =
+        serve::connection_cap(config.server.max_connections, config.database.pool_size);
+    if max_connections < config.server.max_connections {
+        tracing::warn!(
+            "serving at most {max_connections} connections at once, not {}: the open file limit allows no more (raise LimitNOFILE or ulimit -n)",
+            config.server.max_connections
+        );
+    }
     let stopping = Arc::new(Notify::new());
     let signalled = stopping.clone();
-    let app = routes::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        signalled.notify_one();
-    });
+    let server = serve::serve(
+        listener,
+        routes::app(state),
+        &config.server,
+        max_connections,
+        async move {
+            shutdown_signal().await;
+            signalled.notify_one();
+        },
+    );
     let grace = config.server.shutdown_grace;
     tokio::select! {
-        result = server => result.context("the HTTP server failed")?,
+        () = server => {},
         () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
             tracing::warn!("requests still in flight after {} s; stopping anyway", grace.as_secs());
         }

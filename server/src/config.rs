@@ -5,6 +5,8 @@
 
 use std::fmt;
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -124,6 +126,15 @@ pub struct ServerConfig {
     pub address: IpAddr,
     pub port: u16,
     pub shutdown_grace: Duration,
+    /// A client must send a request's headers within this, or the connection is closed; it is
+    /// also how long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// A whole request, body and handler, must be done within this (408 otherwise).
+    pub request_timeout: Duration,
+    /// Connections open at once; past it, new ones wait to be accepted.
+    pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (for the login throttle and the logs).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// Login: token lifetime, Argon2id cost, lockout.
@@ -131,9 +142,18 @@ pub struct ServerConfig {
 pub struct AuthConfig {
     pub token_ttl: Duration,
     pub argon2: Argon2Config,
-    /// Failed logins for one user before a lockout (four times as many for one client address).
+    /// Failed logins for one user from one client address before logins wait.
     pub max_failures: u32,
+    /// The first wait; it doubles with each further failure.
     pub lockout: Duration,
+    /// Failed logins for one user from every address together before that user's logins wait.
+    pub max_failures_per_user: u32,
+    /// Failed logins from one address for every user together before its logins wait.
+    pub max_failures_per_client: u32,
+    /// Password hashes computed at once (each takes the Argon2 memory).
+    pub max_hashes: usize,
+    /// How long a login may wait for a hash slot before it is answered 503.
+    pub hash_wait: Duration,
 }
 
 /// Argon2id's cost: memory in KiB, passes, lanes.
@@ -208,10 +228,15 @@ struct FileAuth {
     argon2_parallelism: u32,
     max_failures: u32,
     lockout_seconds: u64,
+    max_failures_per_user: u32,
+    max_failures_per_client: u32,
+    max_hashes: u64,
+    hash_wait_ms: u64,
 }
 
 impl Default for FileAuth {
-    /// OWASP's Argon2id minimum (19 MiB, 2 passes, 1 lane), 8-hour tokens, 5 failures, 60 s.
+    /// OWASP's Argon2id minimum (19 MiB, 2 passes, 1 lane), 8-hour tokens, 5 failures, 60 s;
+    /// ceilings of 100 per user and per address; one hash a core (0: the number of cores).
     fn default() -> FileAuth {
         FileAuth {
             token_ttl_seconds: 8 * 3600,
@@ -220,6 +245,10 @@ impl Default for FileAuth {
             argon2_parallelism: 1,
             max_failures: 5,
             lockout_seconds: 60,
+            max_failures_per_user: 100,
+            max_failures_per_client: 100,
+            max_hashes: 0,
+            hash_wait_ms: 2000,
         }
     }
 }
@@ -230,6 +259,10 @@ struct FileServer {
     address: String,
     port: u16,
     shutdown_grace_seconds: u64,
+    header_timeout_seconds: u64,
+    request_timeout_seconds: u64,
+    max_connections: u64,
+    trusted_proxies: String,
 }
 
 #[derive(Deserialize)]
@@ -337,6 +370,33 @@ impl Config {
             0..=3600,
             &mut problems,
         );
+
+        let header_timeout_seconds = number(
+            env,
+            "SAULPOS_SERVER_HEADER_TIMEOUT_SECONDS",
+            file.server.header_timeout_seconds,
+            1..=30,
+            &mut problems,
+        );
+        let request_timeout_seconds = number(
+            env,
+            "SAULPOS_SERVER_REQUEST_TIMEOUT_SECONDS",
+            file.server.request_timeout_seconds,
+            1..=3600,
+            &mut problems,
+        );
+        let max_connections = number(
+            env,
+            "SAULPOS_SERVER_MAX_CONNECTIONS",
+            file.server.max_connections,
+            1..=1_000_000,
+            &mut problems,
+        );
+        let (proxies_text, _) = overridden("SAULPOS_TRUSTED_PROXIES", file.server.trusted_proxies);
+        let trusted_proxies = parse_proxies(&proxies_text).unwrap_or_else(|message| {
+            problems.push(format!("SAULPOS_TRUSTED_PROXIES: {message}"));
+            Vec::new()
+        });
 
         let (url, url_from_env) = overridden("SAULPOS_DB_URL", file.database.url);
         let (username, _) = overridden("SAULPOS_DB_USERNAME", file.database.username);
@@ -463,6 +523,34 @@ impl Config {
             1..=86_400,
             &mut problems,
         );
+        let max_failures_per_user = number(
+            env,
+            "SAULPOS_AUTH_MAX_FAILURES_PER_USER",
+            file.auth.max_failures_per_user,
+            1..=1_000_000,
+            &mut problems,
+        );
+        let max_failures_per_client = number(
+            env,
+            "SAULPOS_AUTH_MAX_FAILURES_PER_CLIENT",
+            file.auth.max_failures_per_client,
+            1..=1_000_000,
+            &mut problems,
+        );
+        let max_hashes = number(
+            env,
+            "SAULPOS_AUTH_MAX_HASHES",
+            file.auth.max_hashes,
+            0..=1024,
+            &mut problems,
+        );
+        let hash_wait_ms = number(
+            env,
+            "SAULPOS_AUTH_HASH_WAIT_MS",
+            file.auth.hash_wait_ms,
+            0..=60_000,
+            &mut problems,
+        );
 
         let log_format = match env("SAULPOS_LOG_FORMAT").as_deref() {
             None => file.logging.format,
@@ -495,6 +583,10 @@ impl Config {
                 address,
                 port,
                 shutdown_grace: Duration::from_secs(shutdown_grace_seconds),
+                header_timeout: Duration::from_secs(header_timeout_seconds),
+                request_timeout: Duration::from_secs(request_timeout_seconds),
+                max_connections: max_connections as usize,
+                trusted_proxies,
             },
             database: DatabaseConfig {
                 host: target.host,
@@ -518,6 +610,13 @@ impl Config {
                 argon2,
                 max_failures,
                 lockout: Duration::from_secs(lockout_seconds),
+                max_failures_per_user,
+                max_failures_per_client,
+                max_hashes: match max_hashes {
+                    0 => std::thread::available_parallelism().map_or(2, |cores| cores.get()),
+                    given => given as usize,
+                },
+                hash_wait: Duration::from_millis(hash_wait_ms),
             },
             source,
         })
@@ -534,6 +633,31 @@ impl Config {
             (
                 "server.shutdown_grace_seconds",
                 self.server.shutdown_grace.as_secs().to_string(),
+            ),
+            (
+                "server.header_timeout_seconds",
+                self.server.header_timeout.as_secs().to_string(),
+            ),
+            (
+                "server.request_timeout_seconds",
+                self.server.request_timeout.as_secs().to_string(),
+            ),
+            (
+                "server.max_connections",
+                self.server.max_connections.to_string(),
+            ),
+            (
+                "server.trusted_proxies",
+                if self.server.trusted_proxies.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    self.server
+                        .trusted_proxies
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
             ),
             (
                 "database.url",
@@ -598,8 +722,37 @@ impl Config {
                 "auth.lockout_seconds",
                 self.auth.lockout.as_secs().to_string(),
             ),
+            (
+                "auth.max_failures_per_user",
+                self.auth.max_failures_per_user.to_string(),
+            ),
+            (
+                "auth.max_failures_per_client",
+                self.auth.max_failures_per_client.to_string(),
+            ),
+            ("auth.max_hashes", self.auth.max_hashes.to_string()),
+            (
+                "auth.hash_wait_ms",
+                self.auth.hash_wait.as_millis().to_string(),
+            ),
         ]
     }
+}
+
+/// `SAULPOS_TRUSTED_PROXIES`: addresses or CIDR ranges, separated by commas or spaces.
+fn parse_proxies(text: &str) -> Result<Vec<IpNet>, String> {
+    text.split([',', ' '])
+        .filter(|word| !word.is_empty())
+        .map(|word| {
+            word.parse::<IpNet>()
+                .or_else(|_| word.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    format!(
+                        "{word:?} is not an IP address or a CIDR range; give e.g. 10.0.0.5,10.1.0.0/16"
+                    )
+                })
+        })
+        .collect()
 }
 
 /// Reads a number from `name` if set, else keeps the file's value; out of range is a problem.
@@ -823,6 +976,19 @@ mod tests {
             (5432, SslMode::Require, "saulpos")
         );
         assert_eq!(parse_db_url("postgres://[::1]:5433/x").unwrap().host, "::1");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges_and_anything_else_is_named() {
+        let proxies = parse_proxies("127.0.0.1, 10.1.0.0/16,::1").unwrap();
+        let shown: Vec<String> = proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["127.0.0.1/32", "10.1.0.0/16", "::1/128"]);
+        assert!(parse_proxies("").unwrap().is_empty());
+        let message = parse_proxies("10.0.0.1,proxy.internal").unwrap_err();
+        assert!(
+            message.contains("\"proxy.internal\" is not an IP address"),
+            "{message}"
+        );
     }
 
     #[test]

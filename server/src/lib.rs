@@ -11,4 +11,5 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod routes;
+pub mod serve;
 pub mod telemetry;

@@ -6,6 +6,7 @@ mod backup;
 mod deploy;
 mod fleet;
 mod hostile;
+mod hostile_clients;
 mod image;
 mod incident;
 mod install;

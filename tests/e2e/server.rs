@@ -133,7 +133,7 @@ fn a_fresh_database_is_migrated_and_dev_loads_the_demo_catalogue() {
     let server = Server::start(&[("SAULPOS_DB_URL", &url)]);
     assert_eq!(
         db.query("SELECT version, description, success FROM _sqlx_migrations ORDER BY version"),
-        "20260101000001|catalogue|t\n20260201000001|users|t"
+        "20260101000001|catalogue|t\n20260201000001|users|t\n20260301000001|login throttle|t"
     );
     assert_eq!(
         db.query("SELECT username, role, disabled FROM app_user"),

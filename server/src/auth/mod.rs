@@ -1,8 +1,9 @@
-//! Users and login: Argon2id password hashes, random bearer tokens stored as their SHA-256, and
-//! a lockout after repeated failures for one user or one client address.
+//! Users and login: Argon2id password hashes (computed a bounded number at a time), random bearer
+//! tokens stored as their SHA-256, and a throttle of repeated failures kept in the database.
 
-pub mod lockout;
+pub mod hashing;
 pub mod password;
+pub mod throttle;
 pub mod tokens;
 pub mod user_command;
 pub mod users;
@@ -16,35 +17,33 @@ use crate::config::AuthConfig;
 pub struct Auth {
     pub token_ttl: Duration,
     pub hasher: password::Hasher,
-    pub lockout: lockout::Lockout,
+    pub throttle: throttle::Throttle,
     /// Tokens checked in the last second, so that a busy client costs one lookup a second.
     pub tokens: tokens::Cache,
     /// A hash of nothing, checked when the user is unknown, so that an unknown user and a wrong
     /// password take about the same time. Made beside startup, not in its way.
     dummy_hash: Arc<OnceLock<String>>,
-    lockout_duration: Duration,
+    /// Where password hashes run, a bounded number at a time.
+    pub hashing: hashing::HashPool,
 }
 
 impl Auth {
     pub fn new(config: &AuthConfig) -> anyhow::Result<Auth> {
         let hasher = password::Hasher::new(&config.argon2)?;
+        let hashing = hashing::HashPool::new(config.max_hashes, config.hash_wait);
         let dummy_hash = Arc::new(OnceLock::new());
         let (background, making) = (hasher.clone(), Arc::clone(&dummy_hash));
-        std::thread::spawn(move || {
+        hashing.spawn(move || {
             making.get_or_init(|| dummy_of(&background));
         });
         Ok(Auth {
             token_ttl: config.token_ttl,
             hasher,
-            lockout: lockout::Lockout::new(config.max_failures, config.lockout),
+            throttle: throttle::Throttle::new(config),
             tokens: tokens::Cache::default(),
             dummy_hash,
-            lockout_duration: config.lockout,
+            hashing,
         })
-    }
-
-    pub fn lockout_seconds(&self) -> u64 {
-        self.lockout_duration.as_secs()
     }
 
     /// The dummy hash; blocks (in a blocking task) until the background thread has made it.

@@ -74,10 +74,38 @@ pub const CACHE_FOR: Duration = Duration::from_secs(1);
 /// Past this many cached tokens, the stale ones are dropped.
 const CACHE_PRUNE_AT: usize = 10_000;
 
-/// Tokens checked in the last `CACHE_FOR`, by their SHA-256, never longer than they live.
+/// Tokens checked in the last `CACHE_FOR`, by their SHA-256, never longer than they live; and
+/// the tokens logged out here lately, so that a check still in flight at the logout cannot
+/// cache its answer again.
 #[derive(Default)]
 pub struct Cache {
-    entries: Mutex<HashMap<Vec<u8>, (Holder, Instant)>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    checked: HashMap<Vec<u8>, (Holder, Instant)>,
+    /// When each token was logged out here; kept for twice `CACHE_FOR`.
+    revoked: HashMap<Vec<u8>, Instant>,
+}
+
+impl Entries {
+    /// Caches what a check that started at `started` found, unless the token was logged out
+    /// after that check started.
+    fn remember(&mut self, key: Vec<u8>, holder: &Holder, started: Instant, until: Instant) {
+        let now = Instant::now();
+        if self.checked.len() >= CACHE_PRUNE_AT {
+            self.checked.retain(|_, (_, until)| *until > now);
+        }
+        if self.revoked.len() >= CACHE_PRUNE_AT {
+            self.revoked
+                .retain(|_, at| now.duration_since(*at) < CACHE_FOR * 2);
+        }
+        if self.revoked.get(&key).is_some_and(|at| *at >= started) {
+            return;
+        }
+        self.checked.insert(key, (holder.clone(), until));
+    }
 }
 
 impl Cache {
@@ -85,9 +113,9 @@ impl Cache {
     /// ago.
     pub async fn check(&self, pool: &PgPool, token: &str) -> sqlx::Result<Option<Holder>> {
         let key = digest(token);
-        let now = Instant::now();
-        if let Some((holder, until)) = self.lock().get(&key)
-            && *until > now
+        let started = Instant::now();
+        if let Some((holder, until)) = self.lock().checked.get(&key)
+            && *until > started
         {
             return Ok(Some(holder.clone()));
         }
@@ -95,24 +123,25 @@ impl Cache {
         let mut entries = self.lock();
         match &found {
             Some((holder, left)) => {
-                if entries.len() >= CACHE_PRUNE_AT {
-                    entries.retain(|_, (_, until)| *until > now);
-                }
-                entries.insert(key, (holder.clone(), now + CACHE_FOR.min(*left)));
+                entries.remember(key, holder, started, started + CACHE_FOR.min(*left));
             }
             None => {
-                entries.remove(&key);
+                entries.checked.remove(&key);
             }
         }
         Ok(found.map(|(holder, _)| holder))
     }
 
-    /// Drops `token` from the cache (logout on this server).
+    /// Drops `token` from the cache for good (logout on this server, once the database no
+    /// longer holds it): a check in flight cannot put it back.
     pub fn forget(&self, token: &str) {
-        self.lock().remove(&digest(token));
+        let key = digest(token);
+        let mut entries = self.lock();
+        entries.checked.remove(&key);
+        entries.revoked.insert(key, Instant::now());
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, (Holder, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -127,4 +156,31 @@ pub async fn revoke(pool: &PgPool, token: &str) -> sqlx::Result<bool> {
             .execute(pool)
             .await?;
     Ok(deleted.rows_affected() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_in_flight_at_logout_does_not_cache_the_token_again() {
+        let cache = Cache::default();
+        let holder = Holder {
+            username: "ann".to_owned(),
+            role: "cashier".to_owned(),
+        };
+        let key = digest("token");
+        // A check starts, the logout forgets the token, then the check's answer arrives.
+        let started = Instant::now();
+        cache.forget("token");
+        let until = Instant::now() + CACHE_FOR;
+        cache.lock().remember(key.clone(), &holder, started, until);
+        assert!(!cache.lock().checked.contains_key(&key));
+        // A check that started after the logout (a new login's token) is cached.
+        std::thread::sleep(Duration::from_millis(2));
+        cache
+            .lock()
+            .remember(key.clone(), &holder, Instant::now(), until);
+        assert!(cache.lock().checked.contains_key(&key));
+    }
 }

@@ -112,6 +112,18 @@ pub async fn set_password(pool: &PgPool, username: &str, hash: &str) -> sqlx::Re
     Ok(changed.0 == 1)
 }
 
+/// Replaces a user's hash with one of the same password at the current cost; their tokens stay.
+pub async fn rehash(pool: &PgPool, id: i64, old_hash: &str, hash: &str) -> sqlx::Result<()> {
+    // Only if the password did not change meanwhile.
+    sqlx::query("UPDATE app_user SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
+        .bind(id)
+        .bind(old_hash)
+        .bind(hash)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Disables a user and ends their tokens. False when there is no such user.
 pub async fn disable(pool: &PgPool, username: &str) -> sqlx::Result<bool> {
     let changed: (i64,) = sqlx::query_as(

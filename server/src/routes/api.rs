@@ -5,6 +5,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 
 use super::AppState;
+use super::auth::plain_text;
 use crate::catalogue::{self, Cart, PricedCart, Product};
 use crate::error::ApiError;
 
@@ -12,6 +13,7 @@ pub async fn product(
     State(state): State<AppState>,
     Path(sku): Path<String>,
 ) -> Result<Json<Product>, ApiError> {
+    plain_text("SKU", &sku)?;
     Ok(Json(catalogue::find(&state.pool, &sku).await?))
 }
 
@@ -19,7 +21,9 @@ pub async fn checkout_dry_run(
     State(state): State<AppState>,
     cart: Result<Json<Cart>, JsonRejection>,
 ) -> Result<Json<PricedCart>, ApiError> {
-    let Json(cart) =
-        cart.map_err(|rejection| ApiError::BadRequest(rejection.status(), rejection.body_text()))?;
+    let Json(cart) = cart?;
+    for item in &cart.items {
+        plain_text("SKU", &item.sku)?;
+    }
     Ok(Json(catalogue::price(&state.pool, cart).await?))
 }

@@ -1,122 +1,122 @@
 //! `/api/v1/auth/login` and `/logout`, and the bearer-token check in front of the rest of
 //! `/api/v1`.
 
-use std::net::{IpAddr, SocketAddr};
-
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::AppState;
+use super::client::Client;
+use crate::auth::throttle::Reserved;
 use crate::auth::{password, tokens, users};
 use crate::error::ApiError;
 
+/// The largest login body read (axum's `DefaultBodyLimit` on the route).
+pub const LOGIN_BODY_LIMIT: usize = 16 * 1024;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Login {
+pub struct Login {
     username: String,
     password: String,
 }
 
 /// Wrong user or wrong password: the same status, body and header for both.
-fn unauthorized(message: &str) -> Response {
-    let body = json!({ "error": { "code": "unauthorized", "message": message } });
-    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::Unauthorized(message.to_owned())
 }
 
-fn client_of(request: &Request) -> Option<IpAddr> {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip())
-}
-
-pub async fn login(State(state): State<AppState>, request: Request) -> Response {
-    let client = client_of(&request);
-    let body: Bytes = match axum::body::to_bytes(request.into_body(), 16 * 1024).await {
-        Ok(body) => body,
-        Err(_) => {
-            return ApiError::BadRequest(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the body is too large".to_owned(),
-            )
-            .into_response();
-        }
-    };
-    let Ok(login) = serde_json::from_slice::<Login>(&body) else {
-        return ApiError::BadRequest(
+/// Refuses a value holding NUL or another control character (PostgreSQL cannot store a NUL, and
+/// a newline would forge a log line).
+pub fn plain_text(what: &str, value: &str) -> Result<(), ApiError> {
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
             StatusCode::BAD_REQUEST,
-            "send {\"username\": \"...\", \"password\": \"...\"} as JSON".to_owned(),
-        )
-        .into_response();
-    };
-    let auth = &state.auth;
-    if let Some(wait) = auth.lockout.wait(&login.username, client) {
-        let seconds = wait.as_secs().max(1);
-        let body = json!({ "error": {
-            "code": "too_many_attempts",
-            "message": format!("too many failed logins; try again in {seconds} s"),
-        }});
-        let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_str(&seconds.to_string()).expect("digits"),
-        );
-        return response;
+            format!("the {what} holds a control character (NUL, newline, ...); send it without"),
+        ));
     }
-    let stored = match users::find(&state.pool, &login.username).await {
-        Ok(stored) => stored,
-        Err(error) => return ApiError::from(error).into_response(),
+    Ok(())
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    login: Result<Json<Login>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(login) = login?;
+    plain_text("username", &login.username)?;
+    let auth = &state.auth;
+    // The hash slot first: at most so many hashes (and their memory) at once.
+    let Some(slot) = auth.hashing.slot().await else {
+        return Err(ApiError::Busy {
+            what: "logins",
+            retry_after: std::time::Duration::from_secs(1),
+        });
     };
+    // The attempt is counted before the password is checked, so parallel attempts cannot get
+    // past the limit.
+    let throttled = match auth
+        .throttle
+        .reserve(&state.pool, &login.username, client)
+        .await?
+    {
+        Reserved::Wait(retry_after) => return Err(ApiError::TooManyAttempts { retry_after }),
+        Reserved::Go { throttled } => throttled,
+    };
+    let stored = users::find(&state.pool, &login.username).await?;
     // An unknown user is checked against a dummy hash, so both cases cost one Argon2 run.
     let hash = stored.as_ref().map(|user| user.password_hash.clone());
     let password_text = login.password;
     let shared = state.auth.clone();
-    let matches = tokio::task::spawn_blocking(move || {
-        let hash = hash.as_deref().unwrap_or_else(|| shared.dummy_hash());
-        password::verify(&password_text, hash)
-    })
-    .await
-    .unwrap_or(false);
+    let (matches, rehashed) = slot
+        .run(move || {
+            let checked = hash.as_deref().unwrap_or_else(|| shared.dummy_hash());
+            let matches = password::verify(&password_text, checked);
+            // A hash made with another cost is made again now that the password is known.
+            let rehashed = match &hash {
+                Some(hash) if matches && shared.hasher.is_outdated(hash) => {
+                    shared.hasher.hash(&password_text).ok()
+                }
+                _ => None,
+            };
+            (matches, rehashed)
+        })
+        .await;
     let user = match stored {
         Some(user) if matches && !user.disabled => user,
         _ => {
-            if auth.lockout.fail(&login.username, client) {
+            if throttled {
                 tracing::warn!(
-                    username = %login.username,
+                    username = ?login.username,
                     client = ?client,
-                    "logins locked for {} s after repeated failures",
-                    auth.lockout_seconds()
+                    "logins of this user from this address now wait after repeated failures"
                 );
             }
-            return unauthorized("wrong username or password");
+            return Err(unauthorized("wrong username or password"));
         }
     };
-    auth.lockout.succeed(&login.username, client);
-    match tokens::issue(&state.pool, user.id, auth.token_ttl).await {
-        Ok(issued) => {
-            tracing::info!(username = %login.username, "login");
-            Json(json!({
-                "token": issued.token,
-                "tokenType": "Bearer",
-                "expiresAt": issued.expires_at,
-                "expiresIn": auth.token_ttl.as_secs(),
-                "username": login.username,
-                "role": user.role,
-            }))
-            .into_response()
-        }
-        Err(error) => ApiError::from(error).into_response(),
+    auth.throttle
+        .succeeded(&state.pool, &login.username, client)
+        .await?;
+    if let Some(new_hash) = rehashed {
+        users::rehash(&state.pool, user.id, &user.password_hash, &new_hash).await?;
+        tracing::info!(username = ?login.username, "password hash made again at the current cost");
     }
+    let issued = tokens::issue(&state.pool, user.id, auth.token_ttl).await?;
+    tracing::info!(username = ?login.username, "login");
+    Ok(Json(json!({
+        "token": issued.token,
+        "tokenType": "Bearer",
+        "expiresAt": issued.expires_at,
+        "expiresIn": auth.token_ttl.as_secs(),
+        "username": login.username,
+        "role": user.role,
+    })))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -125,15 +125,21 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = bearer(&headers) else {
-        return unauthorized("send Authorization: Bearer <token>");
-    };
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let token =
+        bearer(&headers).ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
+    // Revoked first, then forgotten: a check in flight cannot cache it again.
+    let revoked = tokens::revoke(&state.pool, token).await;
     state.auth.tokens.forget(token);
-    match tokens::revoke(&state.pool, token).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => unauthorized("the token is unknown or expired; log in again"),
-        Err(error) => ApiError::from(error).into_response(),
+    if revoked? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(unauthorized(
+            "the token is unknown or expired; log in again",
+        ))
     }
 }
 
@@ -142,18 +148,19 @@ pub async fn require_token(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
-) -> Response {
-    let Some(token) = bearer(request.headers()) else {
-        return unauthorized(
+) -> Result<Response, ApiError> {
+    let token = bearer(request.headers()).ok_or_else(|| {
+        unauthorized(
             "log in first: POST /api/v1/auth/login, then send Authorization: Bearer <token>",
-        );
-    };
-    match state.auth.tokens.check(&state.pool, token).await {
-        Ok(Some(holder)) => {
+        )
+    })?;
+    match state.auth.tokens.check(&state.pool, token).await? {
+        Some(holder) => {
             request.extensions_mut().insert(holder);
-            next.run(request).await
+            Ok(next.run(request).await)
         }
-        Ok(None) => unauthorized("the token is unknown or expired; log in again"),
-        Err(error) => ApiError::from(error).into_response(),
+        None => Err(unauthorized(
+            "the token is unknown or expired; log in again",
+        )),
     }
 }

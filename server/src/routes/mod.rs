@@ -4,13 +4,16 @@
 mod actuator;
 mod api;
 mod auth;
+pub mod client;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
+use ipnet::IpNet;
 use sqlx::PgPool;
 
 use crate::auth::Auth;
@@ -25,6 +28,8 @@ pub struct AppState {
     pub show_health_details: bool,
     pub health_timeout: Duration,
     pub auth: Arc<Auth>,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<[IpNet]>,
 }
 
 /// The whole service as a router, so tests can call it without a socket.
@@ -34,7 +39,10 @@ pub fn app(state: AppState) -> Router {
         .route("/actuator/health/liveness", get(actuator::liveness))
         .route("/actuator/health/readiness", get(actuator::readiness))
         .route("/actuator/info", get(actuator::info))
-        .route("/api/v1/auth/login", post(auth::login))
+        .route(
+            "/api/v1/auth/login",
+            post(auth::login).layer(DefaultBodyLimit::max(auth::LOGIN_BODY_LIMIT)),
+        )
         .merge(
             Router::new()
                 .route("/api/v1/auth/logout", post(auth::logout))
