@@ -604,3 +604,79 @@ fn install_sh_restart_gates_on_health_and_switches_back_by_itself_without_curl()
     let last = assert_back_on_1_2_0(installed, url);
     assert_eq!(last["reason"], "automatic: 1.0.0 failed its health gate");
 }
+
+#[test]
+fn a_saulpos_env_value_holding_shell_code_is_read_literally_and_never_run() {
+    let (_host, payload) = payload_copy(release_1_0_0(), "staging", "1.0.0");
+    let dest = tempfile::tempdir().unwrap();
+    let output = install_sh(&payload, &[dest.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    let installed = dest.path().join("saulpos-staging");
+    let marker = dest.path().join("pwned");
+    let marker_arg = marker.display();
+    // What an attacker (or an unlucky password) puts in saulpos.env: command substitution, a
+    // backtick, and a space whose second word a shell would run.
+    fs::write(
+        installed.join("saulpos.env"),
+        format!(
+            "SAULPOS_DB_URL=postgres://127.0.0.1:5432/nowhere\n\
+             SAULPOS_DB_USERNAME='app $(touch {marker_arg}) `touch {marker_arg}`'\n\
+             SAULPOS_DB_PASSWORD=first touch {marker_arg}\n\
+             not a setting\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        installed.join("saulpos.env"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let output = host_command(&installed.join("run.sh"))
+        .args(["run", "--check-config"])
+        .output()
+        .unwrap();
+    let said = text(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        !marker.exists(),
+        "run.sh ran a command from saulpos.env: {said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "database.username = app $(touch {marker_arg}) `touch {marker_arg}`"
+        )),
+        "{said}"
+    );
+    assert!(said.contains("database.password = <redacted>"), "{said}");
+    assert!(
+        said.contains("line 4 of") && said.contains("is not NAME=value"),
+        "{said}"
+    );
+    assert!(!said.contains("command not found"), "{said}");
+    // The log run.sh keeps is its owner's alone.
+    let log = installed.join("logs/saulpos.log");
+    assert_eq!(
+        fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn a_destination_the_systemd_unit_cannot_name_is_refused() {
+    let (_host, payload) = payload_copy(release_1_0_0(), "prod", "1.0.0");
+    let parent = tempfile::tempdir().unwrap();
+    let dest = parent.path().join("opt saulpos");
+    fs::create_dir(&dest).unwrap();
+    let output = install_sh(&payload, &[dest.to_str().unwrap()]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("has a character the systemd unit cannot carry"),
+        "{message}"
+    );
+    assert_eq!(
+        fs::read_dir(&dest).unwrap().count(),
+        0,
+        "nothing was installed"
+    );
+}

@@ -339,28 +339,7 @@ http_call() {
   exec 8<&-
 }
 
-# The value of $2 in the environment file $1 (NAME=value lines, `export ` and one level of quotes
-# taken off, the last one winning), or nothing.
-env_value() {
-  local file="$1" wanted="$2" line name value found=''
-  [[ -r "$file" ]] || return 0
-  while IFS= read -r line || [[ -n "$line" ]]; do
-    line="${line#"${line%%[![:space:]]*}"}"
-    line="${line#export }"
-    [[ "$line" == \#* || "$line" != *=* ]] && continue
-    name="${line%%=*}"
-    name="${name%"${name##*[![:space:]]}"}"
-    [[ "$name" == "$wanted" ]] || continue
-    value="${line#*=}"
-    value="${value#"${value%%[![:space:]]*}"}"
-    value="${value%"${value##*[![:space:]]}"}"
-    if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then
-      value="${BASH_REMATCH[1]}"
-    fi
-    found="$value"
-  done <"$file"
-  printf '%s' "$found"
-}
+# @ENV_FILE@
 
 # The smoke checks' login, as `cargo xtask smoke` does it: the smoke user of saulpos.env in $1
 # (dev's demo cashier without one) at $2, profile $3; sets smoke_token, or says why not.

@@ -343,6 +343,9 @@ main() {
   here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
   [[ -d "$dest" ]] || err "$dest does not exist; create it (e.g. sudo install -d -o \$USER $dest) and run again"
   dest="$(cd -- "$dest" && pwd -P)"
+  # The systemd unit names this path: systemd splits on spaces and expands % and $ there.
+  [[ "$dest" =~ ^[A-Za-z0-9._/+@-]+$ ]] ||
+    err "refused: $dest has a character the systemd unit cannot carry (a space, %, \$, a quote, ...); install into a folder whose path has only letters, digits and . _ - + @ /; nothing was installed"
   case "${dest##*/}" in
     saulpos-dev | saulpos-staging | saulpos-prod)
       err "refused: $dest is the folder of the ${dest##*/saulpos-} environment; give the folder above it (./install.sh ${dest%/*}); nothing was installed" ;;

@@ -10,6 +10,8 @@ env_file="${SAULPOS_ENV_FILE:-$here/saulpos.env}"
 pid_file="$here/saulpos.pid"
 log_file="${SAULPOS_LOG_FILE:-$here/logs/saulpos.log}"
 
+# @ENV_FILE@
+
 usage() {
   cat <<'USAGE'
 Usage: ./run.sh [run] [server options]
@@ -37,6 +39,13 @@ USAGE
 
 say() {
   printf 'run.sh: %s\n' "$*" >&2
+}
+
+# Creates the log file $1 readable by its owner only (it may hold what a server printed).
+private_log() {
+  mkdir -p -- "$(dirname -- "$1")"
+  (umask 077 && : >>"$1")
+  chmod 600 -- "$1" 2>/dev/null || true
 }
 
 # The server's pid if it runs from this folder; fails otherwise (no pid file, or a stale one).
@@ -74,7 +83,7 @@ start() {
   [[ ! -f "$pid_file" ]] || say "removing the stale pid file $pid_file"
   rm -f -- "$pid_file"
   [[ "$log_file" != "-" ]] || log_file="$here/logs/saulpos.log"
-  mkdir -p -- "$(dirname -- "$log_file")"
+  private_log "$log_file"
   size="$(stat -c %s -- "$log_file" 2>/dev/null || echo 0)"
   # A session of its own, so a closed terminal does not stop it; its output is already the log.
   SAULPOS_LOG_FILE=- nohup setsid "$here/run.sh" run >>"$log_file" 2>&1 </dev/null &
@@ -128,10 +137,8 @@ load_env() {
     if [[ -z "${INVOCATION_ID:-}" ]] && (((8#$(stat -c %a -- "$env_file") & 8#044) != 0)); then
       say "warning: $env_file can be read by other users and holds the database password; run: chmod 600 $env_file"
     fi
-    set -a
-    # shellcheck source=/dev/null
-    source "$env_file"
-    set +a
+    # Read literally, never run: a value holding $(...) or a space is taken as it is.
+    export_env_file "$env_file"
   elif [[ -e "$env_file" && -z "${INVOCATION_ID:-}" ]]; then
     say "cannot read $env_file; run as its owner (or through systemd, which reads it for the service)"
     exit 2
@@ -160,7 +167,7 @@ run() {
   # Under systemd the journal keeps the logs; started by hand, they go to logs/saulpos.log and
   # to the terminal, so a server that cannot start says why where it was started.
   if [[ -z "${INVOCATION_ID:-}" && "$log_file" != "-" ]]; then
-    mkdir -p -- "$(dirname -- "$log_file")"
+    private_log "$log_file"
     say "starting $("$binary" --version) (@ENV@); logs go to $log_file"
     exec > >(tee -p -a -- "$log_file") 2>&1
   fi

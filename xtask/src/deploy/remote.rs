@@ -16,6 +16,10 @@ use crate::deploy::destination::Destination;
 fn fleet_script() -> String {
     include_str!("../../templates/fleet.sh")
         .replace("# @COMMON@\n", include_str!("../../templates/common.sh"))
+        .replace(
+            "# @ENV_FILE@\n",
+            include_str!("../../templates/env_file.sh"),
+        )
 }
 
 /// How to reach the destinations: the ssh options every connection shares.

@@ -1,6 +1,6 @@
 //! Taking secrets out of text before it leaves the machine: the values of variables named like
 //! PASSWORD, SECRET, TOKEN or KEY (from an environment file and this process's environment),
-//! `NAME=value` lines with such names, and credentials inside URLs.
+//! each word of such a value, `NAME=value` lines with such names, and credentials inside URLs.
 
 use crate::util::env_file;
 
@@ -34,6 +34,15 @@ impl Redactor {
             )
             .filter(|value| value.len() >= 3)
             .collect();
+        // A secret split on its spaces (a value that a shell ran word by word once left its
+        // second half in a log): each longer word of it goes too.
+        let words: Vec<String> = secrets
+            .iter()
+            .flat_map(|secret| secret.split_whitespace())
+            .filter(|word| word.len() >= 4)
+            .map(str::to_owned)
+            .collect();
+        secrets.extend(words);
         // Longest first, so a secret that contains another is replaced whole.
         secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
         secrets.dedup();
@@ -103,5 +112,16 @@ mod tests {
         );
         assert!(out.contains("SAULPOS_DB_USERNAME=saulpos"), "{out}");
         assert!(out.contains("API_TOKEN=[REDACTED]"), "{out}");
+    }
+
+    #[test]
+    fn each_word_of_a_secret_with_spaces_is_redacted_too() {
+        let redactor = Redactor::new("SAULPOS_DB_PASSWORD='alpha bravo-7 charlie'\n");
+        let log = "run.sh: line 1: bravo-7: command not found\nconnecting as alpha bravo-7 charlie";
+        let out = redactor.redact(log);
+        for word in ["alpha", "bravo-7", "charlie"] {
+            assert!(!out.contains(word), "{out}");
+        }
+        assert!(out.contains("command not found"), "{out}");
     }
 }

@@ -61,6 +61,10 @@ pub fn generated(env: &str, version: &str, archive_name: &str) -> Vec<PayloadFil
     let script = |template: &str| {
         template
             .replace("# @COMMON@\n", include_str!("../../templates/common.sh"))
+            .replace(
+                "# @ENV_FILE@\n",
+                include_str!("../../templates/env_file.sh"),
+            )
             .replace("@ENV@", env)
             .replace("@VERSION@", version)
             .replace("@ARCHIVE@", archive_name)

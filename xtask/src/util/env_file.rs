@@ -1,5 +1,5 @@
-//! A payload's environment file (`saulpos.env`, which run.sh sources): its `NAME=value` pairs,
-//! and the database its `SAULPOS_DB_URL` names.
+//! A payload's environment file (`saulpos.env`): its `NAME=value` pairs, read literally as every
+//! shipped script reads them (templates/env_file.sh), and the database its `SAULPOS_DB_URL` names.
 
 /// The `NAME=value` pairs, with `export ` and one level of quotes taken off; comments and other
 /// lines are skipped.
