@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -291,7 +292,6 @@ fn copy_release(dist: &Path, from: &Path, version: &str) -> PathBuf {
 fn a_tampered_or_hostile_payload_is_refused_and_nothing_changes() {
     let good = release_1_0_0();
     let dest = tempfile::tempdir().unwrap();
-    let payload = dest.path().join("saulpos-prod");
     let output = deploy("prod", "1.0.0", dest.path(), &[]);
     assert!(output.status.success(), "{}", text(&output));
     let before = snapshot(dest.path());
@@ -309,48 +309,147 @@ fn a_tampered_or_hostile_payload_is_refused_and_nothing_changes() {
         "{message}"
     );
     assert_eq!(snapshot(dest.path()), before);
+}
 
-    // Hostile: an entry that climbs out of the release, or a link out of it, with every
-    // checksum and manifest regenerated to match; `verify` cannot tell.
+/// Hostile archives as someone who can replace a payload (but holds no signing key) makes them,
+/// every checksum and manifest regenerated to match: each case, and what its refusal names.
+fn hostile_archives(top: &str) -> Vec<(&'static str, Vec<Evil>, &'static str)> {
+    let dir = |path: &str| Evil::Dir(format!("{top}/{path}"));
+    let at = |path: &str| format!("{top}/{path}");
+    vec![
+        (
+            "climbs out with ..",
+            vec![
+                Evil::Dir(top.to_owned()),
+                Evil::File(at("../../victim.txt"), b"overwritten\n"),
+            ],
+            "climbs out",
+        ),
+        (
+            "an absolute path",
+            vec![
+                Evil::Dir(top.to_owned()),
+                Evil::File("/tmp/saulpos-e2e-victim.txt".to_owned(), b"x\n"),
+            ],
+            "absolute",
+        ),
+        (
+            "a link out, then a file through it",
+            vec![
+                Evil::Dir(top.to_owned()),
+                Evil::Link(at("bin"), "/tmp"),
+                Evil::File(at("bin/saulpos-e2e-victim.txt"), b"through the link\n"),
+            ],
+            "is a link",
+        ),
+        (
+            // The audit's chain: each link's parts stay inside when counted, the whole leads out.
+            "a chain of links",
+            vec![
+                Evil::Dir(top.to_owned()),
+                dir("d1"),
+                dir("d1/d2"),
+                dir("d1/d2/d3"),
+                dir("d1/d2/d3/d4"),
+                Evil::Link(at("d1/d2/d3/d4/up"), "../../../.."),
+                Evil::Link(at("evil"), "d1/d2/d3/d4/up/../../../../victim.txt"),
+                Evil::File(at("evil"), b"overwritten through a chain\n"),
+            ],
+            "is a link",
+        ),
+        (
+            "a link then a file of the same name",
+            vec![
+                Evil::Dir(top.to_owned()),
+                Evil::Link(at("x"), "../../../victim.txt"),
+                Evil::File(at("x"), b"overwritten\n"),
+            ],
+            "is a link",
+        ),
+        (
+            "a path twice",
+            vec![
+                Evil::Dir(top.to_owned()),
+                Evil::File(at("x"), b"first\n"),
+                Evil::File(at("x"), b"second\n"),
+            ],
+            "appears twice",
+        ),
+        (
+            "a hard link",
+            vec![
+                Evil::Dir(top.to_owned()),
+                Evil::HardLink(at("h"), "/etc/passwd"),
+            ],
+            "hard link",
+        ),
+        (
+            "a fifo",
+            vec![Evil::Dir(top.to_owned()), Evil::Fifo(at("f"))],
+            "device or fifo",
+        ),
+    ]
+}
+
+#[test]
+fn hostile_archives_are_refused_by_deploy_and_install_sh_and_nothing_outside_changes() {
+    let good = release_1_0_0();
+    let host = tempfile::tempdir().unwrap();
+    let dest = host.path().join("opt");
+    fs::create_dir(&dest).unwrap();
+    // What the hostile archives aim at, beside the destination.
+    fs::write(host.path().join("victim.txt"), "untouched\n").unwrap();
+    let output = deploy("prod", "1.0.0", &dest, &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let before = snapshot(host.path());
     let version = "1.0.0";
     let top = format!("saulpos-server-{version}");
-    for (case, entries, expected) in [
-        (
-            "climbs out",
-            vec![
-                Evil::Dir(top.clone()),
-                Evil::File(format!("{top}/../../escape.txt"), b"written outside\n"),
-            ],
-            "climbs out",
-        ),
-        (
-            "links out",
-            vec![
-                Evil::Dir(top.clone()),
-                Evil::Link(format!("{top}/bin"), "/tmp"),
-                Evil::File(
-                    format!("{top}/bin/escape.txt"),
-                    b"written through the link\n",
-                ),
-            ],
-            "a link to the absolute path /tmp",
-        ),
-    ] {
+    for (case, entries, expected) in hostile_archives(&top) {
         let dist = tempfile::tempdir().unwrap();
         evil_dist(good, dist.path(), "prod", version, &entries);
         let dist_arg = dist.path().to_str().unwrap();
-        let output = deploy("prod", version, dest.path(), &["--dist", dist_arg]);
+        let output = deploy("prod", version, &dest, &["--dist", dist_arg, "--keep", "2"]);
         let message = text(&output);
         assert_eq!(output.status.code(), Some(1), "{case}: {message}");
         assert!(
             message.contains("is unsafe") && message.contains(expected),
             "{case}: {message}"
         );
-        assert!(!dest.path().join("escape.txt").exists());
-        assert!(!Path::new("/tmp/escape.txt").exists());
-        assert_eq!(snapshot(dest.path()), before, "{case}");
-        assert_eq!(live(&payload), "releases/1.0.0");
+        assert!(
+            message.contains("nothing was copied anywhere"),
+            "{case}: {message}"
+        );
+        assert_eq!(
+            snapshot(host.path()),
+            before,
+            "{case}: deploy changed something"
+        );
+        // The payload's own install.sh, run on a host, refuses it as well.
+        let unpacked = tempfile::tempdir().unwrap();
+        let payload = crate::hostile::unpack_payload(
+            &dist.path().join(version),
+            "prod",
+            version,
+            unpacked.path(),
+        );
+        let output = Command::new(payload.join("install.sh"))
+            .arg(&dest)
+            .output()
+            .unwrap();
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{case}: {message}");
+        assert!(
+            message.contains("refused") && message.contains("nothing was installed"),
+            "{case}: {message}"
+        );
+        assert_eq!(
+            snapshot(host.path()),
+            before,
+            "{case}: install.sh changed something"
+        );
+        assert!(!Path::new("/tmp/saulpos-e2e-victim.txt").exists(), "{case}");
     }
+    assert_eq!(live(&dest.join("saulpos-prod")), "releases/1.0.0");
 }
 
 #[test]
@@ -388,7 +487,12 @@ fn a_held_lock_refuses_a_second_deploy_naming_the_holder_and_a_killed_holder_blo
     let output = deploy("dev", "1.0.0", dest.path(), &["--json"]);
     assert!(output.status.success(), "{}", text(&output));
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(summary["reused"], true);
+    assert_eq!(summary["outcome"], "deployed", "{summary}");
+    assert_eq!(summary["hosts"][0]["outcome"], "skipped", "{summary}");
+    assert_eq!(
+        summary["hosts"][0]["why"], "1.0.0 is already live",
+        "{summary}"
+    );
     assert_eq!(live(&payload), "releases/1.0.0");
 
     // Wrong environment, unknown version, a folder of one environment given as the
@@ -451,16 +555,33 @@ fn deploys_killed_at_any_moment_leave_a_complete_live_release_and_the_next_one_s
         if live(&payload) == "releases/1.0.0" {
             let _ = fs::remove_dir_all(payload.join("releases/1.2.0"));
         }
+        // In a process group of its own, killed whole, as a terminal's or a CI job's kill does.
         let mut child = Command::new(&xtask_binary)
             .args(["deploy", "staging", "1.2.0", dest.path().to_str().unwrap()])
             .current_dir(&clone().dir)
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
+        let group = format!("-{}", child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         child.wait().unwrap();
+        // No install or lock holder outlives the group: both locks are free at once.
+        for lock in ["deploy.lock", "rollout.lock"] {
+            let path = payload.join(lock);
+            if path.exists() {
+                let free = Command::new("flock")
+                    .args(["-n", path.to_str().unwrap(), "true"])
+                    .status()
+                    .unwrap();
+                assert!(
+                    free.success(),
+                    "after a kill at {delay_ms} ms, {lock} is still held"
+                );
+            }
+        }
         let current = live(&payload);
         let version = current.strip_prefix("releases/").unwrap();
         let binary = payload.join(&current).join("bin/saulpos-server");

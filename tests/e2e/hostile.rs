@@ -17,6 +17,8 @@ pub enum Evil {
     Dir(String),
     File(String, &'static [u8]),
     Link(String, &'static str),
+    HardLink(String, &'static str),
+    Fifo(String),
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -41,6 +43,11 @@ fn evil_archive(entries: &[Evil]) -> Vec<u8> {
                 header.set_link_name(target).unwrap();
                 (path, tar::EntryType::Symlink, b"", 0o777)
             }
+            Evil::HardLink(path, target) => {
+                header.set_link_name(target).unwrap();
+                (path, tar::EntryType::Link, b"", 0o644)
+            }
+            Evil::Fifo(path) => (path, tar::EntryType::Fifo, b"", 0o644),
         };
         let field = &mut header.as_gnu_mut().unwrap().name;
         field[..path.len()].copy_from_slice(path.as_bytes());
@@ -87,7 +94,7 @@ pub fn write_evil_release(dir: &Path, version: &str, entries: &[Evil]) {
                     hex(bytes)
                 ));
             }
-            Evil::Link(path, _) => {
+            Evil::Link(path, _) | Evil::HardLink(path, _) | Evil::Fifo(path) => {
                 files.push(serde_json::json!({"path": path, "kind": "other", "size": 0, "mode": "0777", "sha256": null}));
                 txt.push_str(&format!("file: {path} other mode=0777\n"));
             }

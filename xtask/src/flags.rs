@@ -401,10 +401,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// Deploy a packaged release to an environment from its payload, as the payload's install.sh
-/// does on a host: verify it against its checksums and manifest, extract it safely into
-/// <dest>/saulpos-<env>/releases/<version>/, write run.sh, rollback.sh, an example environment
-/// file and a systemd unit, and switch the live link to it atomically.
+/// Deploy a packaged release to an environment with its payload's own install.sh, as on a host:
+/// the payload is checked here first (checksums, manifest, and an archive of plain files and
+/// folders only), then install.sh verifies it again, extracts it into
+/// <dest>/saulpos-<env>/releases/<version>/, writes run.sh, rollback.sh, an example environment
+/// file and a systemd unit, and switches the live link to it atomically. One folder is a
+/// one-host rollout whose host is local (--json prints the rollout's table as JSON).
 ///
 /// With several destinations, ssh:// ones or --hosts, it rolls out: --batch hosts at a time,
 /// each one gets the payload (unless it holds it already), installs it with its install.sh,

@@ -93,6 +93,21 @@ take_lock() {
   printf 'pid=%s\nuser=%s\naction=%s\nsince=%s\n' "$$" "$who" "$action" "$REPLY" >"$lock"
 }
 
+# Refuses a destination (resolved, absolute) that is one environment's folder, holds a release
+# itself, or has a character the systemd unit cannot carry (systemd splits on spaces and expands
+# % and $ in the paths it names).
+check_destination() {
+  local dest="$1"
+  case "${dest##*/}" in
+    saulpos-dev | saulpos-staging | saulpos-prod)
+      err "refused: $dest is the folder of the ${dest##*/saulpos-} environment; give the folder above it (${dest%/*}); nothing was installed" ;;
+  esac
+  [[ ! -e "$dest/current" && ! -e "$dest/history.log" ]] ||
+    err "refused: $dest holds an environment's release (current, history.log); give the folder above it; nothing was installed"
+  [[ "$dest" =~ ^[A-Za-z0-9._/+@-]+$ ]] ||
+    err "refused: $dest has a character the systemd unit cannot carry (a space, %, \$, a quote, ...); install into a folder whose path has only letters, digits and . _ - + @ /; nothing was installed"
+}
+
 # Removes what interrupted runs left (.<name>.partial-<pid>); only called under the lock, so
 # every such file belongs to a run that is gone.
 remove_partials() {

@@ -4,7 +4,8 @@
 # only what install.sh needs. The operations:
 #   hold <env> <dest> <payload>   take <dest>/saulpos-<env>/rollout.lock, print live=, previous=
 #                                 and payload_sha256= (of the payload held there), then `ready`,
-#                                 and keep the lock until standard input closes
+#                                 and keep the lock until standard input closes (after a
+#                                 `done` line; without one, until the host's install ends)
 #   install <env> <dest> <payload> <sha256> <copy> [install.sh options]
 #                                 with copy=yes, write the payload from standard input (checked
 #                                 against <sha256>, then renamed into place); unpack it beside
@@ -32,6 +33,8 @@ hold() {
   ENV="$1"
   local dest="$2" payload="$3" dir sum='' live
   [[ -d "$dest" ]] || err "$dest does not exist on $(uname -n); create it (e.g. sudo install -d -o \$USER $dest) and run again"
+  dest="$(cd -- "$dest" && pwd -P)"
+  check_destination "$dest"
   dir="$dest/saulpos-$ENV"
   mkdir -p -- "$dir/payloads"
   take_lock "$dir" "rollout" rollout.lock
@@ -41,11 +44,17 @@ hold() {
   fi
   live="$(live_version "$dir")"
   printf 'live=%s\nprevious=%s\npayload_sha256=%s\nready\n' "$live" "$(previous_version "$dir" "$live")" "$sum"
-  # Held until the rollout closes this session, or dies (then ssh, or sshd, closes it). An
-  # install the rollout started here may outlive it: the lock is kept until that one is done.
-  cat >/dev/null || true
-  exec 8>>"$dir/deploy.lock"
-  flock -w 900 8 || true
+  # Held until the rollout says `done` and closes this session, or dies (then ssh, or sshd,
+  # closes it without a word). An install that a dead rollout started here may outlive it: the
+  # lock is then kept until that one is done.
+  local word finished=false
+  while IFS= read -r word; do
+    [[ "$word" == "done" ]] && finished=true
+  done
+  if [[ "$finished" == false ]]; then
+    exec 8>>"$dir/deploy.lock"
+    flock -w 900 8 || true
+  fi
 }
 
 install_payload() {

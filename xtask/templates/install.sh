@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install.sh: installs saulpos-server @VERSION@ for the @ENV@ environment from this payload into
-# <dest>/saulpos-@ENV@/, as `cargo xtask deploy @ENV@ @VERSION@ <dest>` would. Written by
+# <dest>/saulpos-@ENV@/; `cargo xtask deploy @ENV@ @VERSION@ <dest>` runs this same script. Written by
 # `cargo xtask package`; needs bash, coreutils, GNU tar with gzip (which tar -z runs) and util-linux only.
 set -euo pipefail
 
@@ -57,6 +57,7 @@ EOF
 # anything under <dest> changes.
 verify_payload() {
   local sum name line path perms owner size day time rest listed='' expected='' manifest sums
+  local -A seen=()
   for name in "$ARCHIVE" "$ARCHIVE.sha256" manifest.txt manifest.json SHA256SUMS; do
     [[ -f "$here/$name" ]] || err "refused: this payload has no $name; download the payload again; nothing was installed"
   done
@@ -118,6 +119,9 @@ verify_payload() {
     path="${path%/}"
     safe_manifest_path "$path" "$TOP" ||
       err "refused: the archive's entry \"$path\" is unsafe (outside $TOP/, absolute, or climbing with ..); nothing was installed"
+    [[ -z "${seen[$path]:-}" ]] ||
+      err "refused: the archive's entry \"$path\" is unsafe: it appears twice (a later one would replace the first); nothing was installed"
+    seen[$path]=1
     listed+="$path"$'\n'
   done < <(tar --numeric-owner -tvf "$tarball")
   [[ "$listed" == "$expected" ]] ||
@@ -173,7 +177,7 @@ install_release() {
   say "extracted $target"
 }
 
-# The files around the releases: the same bytes `cargo xtask deploy` writes. Each is written
+# The files around the releases, from this payload. Each is written
 # under a temporary name with its mode, then renamed into place.
 write_payload_files() {
   local unit="saulpos-$ENV.service" name text
@@ -343,15 +347,7 @@ main() {
   here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
   [[ -d "$dest" ]] || err "$dest does not exist; create it (e.g. sudo install -d -o \$USER $dest) and run again"
   dest="$(cd -- "$dest" && pwd -P)"
-  # The systemd unit names this path: systemd splits on spaces and expands % and $ there.
-  [[ "$dest" =~ ^[A-Za-z0-9._/+@-]+$ ]] ||
-    err "refused: $dest has a character the systemd unit cannot carry (a space, %, \$, a quote, ...); install into a folder whose path has only letters, digits and . _ - + @ /; nothing was installed"
-  case "${dest##*/}" in
-    saulpos-dev | saulpos-staging | saulpos-prod)
-      err "refused: $dest is the folder of the ${dest##*/saulpos-} environment; give the folder above it (./install.sh ${dest%/*}); nothing was installed" ;;
-  esac
-  [[ ! -e "$dest/current" && ! -e "$dest/history.log" ]] ||
-    err "refused: $dest holds an environment's release (current, history.log); give the folder above it; nothing was installed"
+  check_destination "$dest"
   if [[ -n "$allowed_signers" ]]; then
     [[ -f "$allowed_signers" ]] || err "--allowed-signers $allowed_signers does not exist; give the allowed_signers file (lines '<identity> <key type> <public key>')"
   elif [[ -f "$dest/allowed_signers" ]]; then

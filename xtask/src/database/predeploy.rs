@@ -4,15 +4,15 @@
 //! subcommands) in PGPASSWORD, never on a command line.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::deploy::payload::Payload;
 use crate::release::checksum;
-use crate::util::{durable, env_file};
+use crate::util::env_file;
 
 /// Where the environment's database is, as its `saulpos.env` says.
 pub struct Connection {
@@ -77,45 +77,6 @@ impl Taken {
         name.push(".sha256");
         PathBuf::from(name)
     }
-}
-
-/// Backs up the environment's database into `dir` (created private to the owner): the same
-/// verified backup as `cargo xtask backup`.
-pub fn take(connection: &Connection, dir: &Path) -> anyhow::Result<Taken> {
-    durable::create_private_dir_all(dir)
-        .with_context(|| format!("cannot create the backup folder {}", dir.display()))?;
-    // Backups are named to the second: one taken within the same second waits for the next.
-    let stem = crate::database::backup::file_stem(&connection.name);
-    let now = crate::util::utc::now();
-    if dir
-        .join(format!("{stem}-{}.dump", crate::util::utc::compact(now)))
-        .exists()
-    {
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-    }
-    let output = connection
-        .xtask("backup")?
-        .arg(dir)
-        .arg("--json")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run the backup")?;
-    if !output.status.success() {
-        bail!("the backup of {} failed (see above)", connection.describe());
-    }
-    let summary: Value =
-        serde_json::from_slice(&output.stdout).context("the backup printed no summary")?;
-    let file = summary["backup"]
-        .as_str()
-        .context("the backup named no file")?;
-    let sha256 = summary["sha256"]
-        .as_str()
-        .context("the backup gave no checksum")?;
-    Ok(Taken {
-        file: PathBuf::from(file),
-        sha256: sha256.to_owned(),
-    })
 }
 
 /// The backup the last deploy of `live` took, with the release that was live before it, from

@@ -16,7 +16,7 @@ use crate::deploy::destination::Destination;
 use crate::deploy::payload::ENVIRONMENTS;
 use crate::deploy::remote::{Connector, Held, Ran};
 use crate::deploy::shipped::Shipped;
-use crate::release::{checksum, dist, payload_files, signature};
+use crate::release::{checksum, dist, payload_files, signature, verify};
 use crate::util::interrupt::Interrupt;
 
 /// What happened on one host.
@@ -122,6 +122,8 @@ pub struct Fleet {
     pub destinations: Vec<Destination>,
     pub connector: Connector,
     pub batch: usize,
+    /// Whether each host restarts the service and gates on health and smoke after the switch.
+    pub restart: bool,
     pub health_timeout: Duration,
     /// `--health-url`, `{host}` replaced by each host's name.
     pub health_url: Option<String>,
@@ -156,6 +158,7 @@ impl Fleet {
             destinations: absolute,
             connector: Connector::new(ssh_config)?,
             batch,
+            restart: true,
             health_timeout: Duration::from_secs(60),
             health_url: None,
             restart_command: None,
@@ -179,8 +182,11 @@ impl Fleet {
             .map(|url| url.replace("{host}", host))
     }
 
-    /// The gate's options for the host's install.sh or rollback.sh.
+    /// The gate's options for the host's install.sh or rollback.sh; none without a restart.
     fn gate_args(&self, destination: &Destination) -> Vec<String> {
+        if !self.restart {
+            return Vec::new();
+        }
         let mut args = vec![
             "--restart".to_owned(),
             "--health-timeout".to_owned(),
@@ -314,12 +320,27 @@ impl Rollout<'_> {
             // Refuses a file that is not there (the folder argument is only for the default).
             signature::allowed_signers(self.allowed_signers.as_deref(), &release_dir)?;
         }
-        Shipped::open(
+        let shipped = Shipped::open(
             &release_dir,
             &fleet.env,
             &version,
             self.allowed_signers.as_deref(),
         )?;
+        // Its release, archive entries included, is what was packaged and holds nothing a
+        // release may not (each host's install.sh checks the same before it writes a byte).
+        let checked = verify::check_release(shipped.release_dir(), &version);
+        if !checked.problems.is_empty() {
+            for problem in &checked.problems {
+                eprintln!("problem: {problem}");
+            }
+            bail!(
+                "refused: the release in the {} payload of {version} does not match its checksum and manifest, or holds what a release may not; nothing was copied anywhere",
+                fleet.env
+            );
+        }
+        if let Some(signer) = &shipped.signer {
+            eprintln!("signature: {signer}");
+        }
         let payload_name = payload_files::payload_archive_name(&fleet.env, &version);
         let payload_path = release_dir.join(&payload_name);
         // Shipped::open checked the payload against its .sha256: that digest is the payload's.
@@ -492,6 +513,14 @@ impl Rollout<'_> {
         .collect();
         args.extend(fleet.gate_args(destination));
         args.extend(self.backup_args.iter().cloned());
+        // A local install checks against the file given here too; a host only knows its own.
+        if let (Destination::Local(_), Some(allowed)) = (destination, &self.allowed_signers) {
+            let allowed = std::path::absolute(allowed).unwrap_or_else(|_| allowed.clone());
+            args.extend([
+                "--allowed-signers".to_owned(),
+                allowed.display().to_string(),
+            ]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut command = fleet.connector.fleet(destination, &args);
         if copy {

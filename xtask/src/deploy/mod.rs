@@ -1,10 +1,9 @@
 //! Running releases on a host or a fleet of them: `deploy`, `rollback`, `status`, `health`,
-//! `smoke`, and what they share (the installed payload folder, safe extraction, HTTP, SSH).
+//! `smoke`, and what they share (the installed payload folder, HTTP, SSH).
 
 #[allow(clippy::module_inception)]
 pub mod deploy;
 pub mod destination;
-pub mod extract;
 pub mod fleet;
 pub mod health;
 pub mod http;

@@ -85,8 +85,12 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        // Closing its standard input ends the session, and the host's kernel drops the lock.
-        drop(self.stdin.take());
+        // `done`, then closing its standard input, ends the session at once, and the host's
+        // kernel drops the lock; a rollout that dies says nothing, and the host keeps the lock
+        // until an install it started there has ended.
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"done\n");
+        }
         let _ = self.child.wait();
     }
 }
@@ -125,14 +129,15 @@ impl Connector {
         }
     }
 
-    /// `argv` run on the destination: through ssh (each word quoted for the remote shell), or
-    /// directly. In a process group of its own: the terminal's Ctrl-C is for us, not for it.
+    /// `argv` run on the destination: through ssh (each word quoted for the remote shell), in a
+    /// process group of its own (the terminal's Ctrl-C is for us, not for it); or directly, in
+    /// ours, so that a deploy killed with its process group leaves no install or lock behind.
     pub fn command(&self, destination: &Destination, argv: &[&str]) -> Command {
         let mut command = match destination {
             Destination::Local(_) => {
                 let mut command = Command::new(argv[0]);
-                command.args(&argv[1..]);
-                command
+                command.args(&argv[1..]).stdin(Stdio::null());
+                return command;
             }
             Destination::Ssh(target) => {
                 let mut command = Command::new("ssh");

@@ -2,6 +2,7 @@
 //! its manifest, switch the live link back to it, record why, and print the next steps.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,7 +16,7 @@ use crate::deploy::fleet::{self, Fleet};
 use crate::deploy::payload::Payload;
 use crate::release::manifest::{self, Manifest};
 use crate::release::{checksum, signature, verify};
-use crate::{deploy::extract, flags, release::dist, release::release_version, util::env_file};
+use crate::{flags, release::dist, release::release_version, util::env_file};
 
 impl flags::Rollback {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
@@ -145,7 +146,7 @@ impl flags::Rollback {
             ),
         }
         let manifest = Manifest::from_json(&fs::read_to_string(dir.join(manifest::JSON_NAME))?)?;
-        let problems = extract::check_extracted(&dir, &dist::top_folder(&target), &manifest);
+        let problems = check_extracted(&dir, &dist::top_folder(&target), &manifest);
         if !problems.is_empty() {
             for problem in &problems {
                 eprintln!("problem: {problem}");
@@ -231,4 +232,52 @@ fn database_from_env_file(payload: &Payload) -> String {
         "{} {} {} {user}",
         database.host, database.port, database.name
     )
+}
+
+/// Re-checks an extracted release against its manifest: every file there, with its size, mode
+/// and SHA-256. Returns the problems found.
+fn check_extracted(dir: &Path, top: &str, manifest: &Manifest) -> Vec<String> {
+    let mut problems = Vec::new();
+    for file in &manifest.files {
+        let Some(relative) = file.path.strip_prefix(top) else {
+            problems.push(format!("the manifest lists {} outside {top}/", file.path));
+            continue;
+        };
+        let path = dir.join(relative.trim_start_matches('/'));
+        let metadata = match fs::symlink_metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(_) => {
+                problems.push(format!("{} is missing", path.display()));
+                continue;
+            }
+        };
+        match file.kind.as_str() {
+            "dir" if !metadata.is_dir() => {
+                problems.push(format!("{} is not a folder", path.display()))
+            }
+            "file" => {
+                let mode = metadata.permissions().mode() & 0o777;
+                if mode != file.mode & 0o755 {
+                    problems.push(format!(
+                        "{} has mode {mode:04o}, the manifest says {:04o}",
+                        path.display(),
+                        file.mode
+                    ));
+                }
+                match checksum::sha256_file(&path) {
+                    Ok((digest, size)) => {
+                        if Some(digest.as_str()) != file.sha256.as_deref() || size != file.size {
+                            problems.push(format!(
+                                "{} changed since it was deployed (sha256 {digest})",
+                                path.display()
+                            ));
+                        }
+                    }
+                    Err(error) => problems.push(format!("{error:#}")),
+                }
+            }
+            _ => {}
+        }
+    }
+    problems
 }

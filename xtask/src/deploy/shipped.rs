@@ -12,13 +12,12 @@ use anyhow::{Context, bail};
 use tar::EntryType;
 
 use crate::release::manifest::{self, Manifest};
-use crate::release::payload_files::{self, INSTALLED};
+use crate::release::payload_files;
 use crate::release::{checksum, signature, verify};
 use crate::util::durable::{self, StagingDir};
 
 /// A payload read and checked: its files by name, and its release in a temporary folder.
 pub struct Shipped {
-    pub name: String,
     files: BTreeMap<String, Vec<u8>>,
     pub manifest: Manifest,
     /// The server archive, its `.sha256` and the manifests, as `verify` expects a release.
@@ -126,7 +125,6 @@ impl Shipped {
             None => None,
         };
         Ok(Shipped {
-            name,
             files,
             manifest,
             release,
@@ -139,40 +137,9 @@ impl Shipped {
         self.release.path()
     }
 
-    /// The files a release folder keeps of the payload: the manifests, the archive's
-    /// `.sha256`, and the payload's SHA256SUMS (and its signature) that vouch for them.
-    pub fn kept_in_release(&self) -> Vec<String> {
-        let archive = &self.manifest.archive.name;
-        let mut kept = vec![
-            crate::release::manifest::JSON_NAME.to_owned(),
-            crate::release::manifest::TEXT_NAME.to_owned(),
-            format!("{archive}.sha256"),
-            signature::SUMS.to_owned(),
-        ];
-        if self.files.contains_key(signature::SIG) {
-            kept.push(signature::SIG.to_owned());
-        }
-        kept
-    }
-
     /// The bytes of one of the payload's files.
     pub fn file(&self, name: &str) -> &[u8] {
         &self.files[name]
-    }
-
-    /// What an install copies into the payload folder: (name, mode, bytes), the unit filled in.
-    pub fn installed_files(&self, env: &str, payload_dir: &Path) -> Vec<(String, u32, Vec<u8>)> {
-        let mut out: Vec<(String, u32, Vec<u8>)> = INSTALLED
-            .iter()
-            .map(|(name, mode)| ((*name).to_owned(), *mode, self.file(name).to_vec()))
-            .collect();
-        let unit = payload_files::unit_name(env);
-        out.push((
-            unit.clone(),
-            0o644,
-            payload_files::render_unit(self.file(&unit), payload_dir),
-        ));
-        out
     }
 }
 

@@ -131,6 +131,35 @@ pub fn read_tar_gz(reader: impl Read) -> anyhow::Result<Vec<ReadEntry>> {
     Ok(entries)
 }
 
+/// Why an entry read back is not one a release may hold under its folder `top`, if it is not:
+/// only plain files and folders, each under `top/`, never absolute or climbing with `..`. Links
+/// are refused whatever they point at (install.sh refuses them too; a release needs none), so no
+/// chain of links can lead a write outside the release.
+pub fn unsafe_entry(entry: &ReadEntry, top: &str) -> Option<String> {
+    let path = std::path::Path::new(&entry.path);
+    if path.is_absolute() {
+        return Some("it is an absolute path".to_owned());
+    }
+    if path
+        .components()
+        .any(|part| !matches!(part, std::path::Component::Normal(_)))
+    {
+        return Some("it climbs out with `..` (or holds `.` or `//`)".to_owned());
+    }
+    if entry.path != top && !entry.path.starts_with(&format!("{top}/")) {
+        return Some(format!("it is outside the release folder {top}/"));
+    }
+    match entry.kind {
+        EntryKind::File | EntryKind::Dir => None,
+        EntryKind::Symlink => Some(format!(
+            "it is a link (to {}); a release holds only files and folders",
+            entry.link.as_deref().unwrap_or("?")
+        )),
+        EntryKind::Hardlink => Some("it is a hard link".to_owned()),
+        EntryKind::Other => Some("it is a device or fifo, not a file or folder".to_owned()),
+    }
+}
+
 struct DigestWriter<'a>(&'a mut Sha256);
 
 impl Write for DigestWriter<'_> {
@@ -171,6 +200,74 @@ mod tests {
                 contents: Some(b"hello".to_vec()),
             },
         ]
+    }
+
+    #[test]
+    fn only_files_and_folders_under_the_release_folder_are_safe() {
+        let entry = |path: &str, kind, link: Option<&str>| ReadEntry {
+            path: path.to_owned(),
+            kind,
+            mode: 0o644,
+            size: 0,
+            uid: 0,
+            gid: 0,
+            sha256: None,
+            link: link.map(str::to_owned),
+        };
+        let top = "saulpos-server-1.0.0";
+        let why = |path: &str, kind, link| unsafe_entry(&entry(path, kind, link), top);
+        assert_eq!(why(top, EntryKind::Dir, None), None);
+        assert_eq!(
+            why(
+                "saulpos-server-1.0.0/bin/saulpos-server",
+                EntryKind::File,
+                None
+            ),
+            None
+        );
+        let refused = |path: &str, kind, link, expected: &str| {
+            let said = why(path, kind, link).unwrap_or_default();
+            assert!(said.contains(expected), "{path}: {said:?}");
+        };
+        refused("/etc/passwd", EntryKind::File, None, "absolute");
+        refused(
+            "saulpos-server-1.0.0/../../x",
+            EntryKind::File,
+            None,
+            "climbs out",
+        );
+        refused(
+            "other/x",
+            EntryKind::File,
+            None,
+            "outside the release folder",
+        );
+        refused(
+            "saulpos-server-1.0.0x/y",
+            EntryKind::File,
+            None,
+            "outside the release folder",
+        );
+        // A link is refused even when it points inside: a chain of them can lead outside.
+        refused(
+            "saulpos-server-1.0.0/bin/s",
+            EntryKind::Symlink,
+            Some("saulpos-server"),
+            "is a link",
+        );
+        refused(
+            "saulpos-server-1.0.0/l",
+            EntryKind::Symlink,
+            Some("../../etc"),
+            "is a link",
+        );
+        refused(
+            "saulpos-server-1.0.0/h",
+            EntryKind::Hardlink,
+            Some("x"),
+            "hard link",
+        );
+        refused("saulpos-server-1.0.0/d", EntryKind::Other, None, "device");
     }
 
     #[test]

@@ -3,8 +3,6 @@
 //! lay out from it in `<dest>/saulpos-<env>/`. The scripts are the templates in
 //! `xtask/templates/`, with `common.sh` spliced into install.sh and rollback.sh.
 
-use std::path::Path;
-
 pub const ENVIRONMENTS: [&str; 3] = ["dev", "staging", "prod"];
 
 /// Stands for `<dest>/saulpos-<env>` in the payload's systemd unit until an install fills it in.
@@ -46,14 +44,6 @@ pub struct PayloadFile {
     pub mode: u32,
     pub contents: Vec<u8>,
 }
-
-/// The files an install copies from the payload into `<dest>/saulpos-<env>/`, with their modes;
-/// the systemd unit comes on top, filled in by `render_unit`.
-pub const INSTALLED: [(&str, u32); 3] = [
-    ("run.sh", 0o755),
-    ("rollback.sh", 0o755),
-    ("saulpos.env.example", 0o644),
-];
 
 /// The files `package` writes into every payload besides the release itself (the server
 /// archive, its `.sha256` and the manifests).
@@ -109,13 +99,6 @@ fn required(env: &str) -> &'static str {
     } else {
         "SAULPOS_DB_URL SAULPOS_DB_USERNAME"
     }
-}
-
-/// The unit as installed into `payload_dir`; install.sh does the same substitution.
-pub fn render_unit(template: &[u8], payload_dir: &Path) -> Vec<u8> {
-    String::from_utf8_lossy(template)
-        .replace(PAYLOAD_DIR, &payload_dir.to_string_lossy())
-        .into_bytes()
 }
 
 fn readme(env: &str, version: &str, archive_name: &str) -> String {

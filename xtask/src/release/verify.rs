@@ -395,6 +395,32 @@ pub fn check_release(dir: &Path, version: &str) -> Checked {
     match entries {
         Err(error) => problems.push(format!("{}: {error:#}", manifest.archive.name)),
         Ok(entries) => {
+            // Only files and folders a release may hold, each once, of the kind its manifest
+            // says (a manifest cannot vouch for a link).
+            let top = crate::release::dist::top_folder(version);
+            let mut seen = std::collections::HashSet::new();
+            for entry in &entries {
+                if let Some(why) = archive::unsafe_entry(entry, &top) {
+                    problems.push(format!(
+                        "the archive's entry {:?} is unsafe: {why}",
+                        entry.path
+                    ));
+                }
+                if !seen.insert(entry.path.as_str()) {
+                    problems.push(format!(
+                        "the archive's entry {:?} is unsafe: it appears twice (a later one would replace the first)",
+                        entry.path
+                    ));
+                }
+            }
+            for file in &manifest.files {
+                if file.kind != "file" && file.kind != "dir" {
+                    problems.push(format!(
+                        "the manifest lists {} as {:?}; a release holds only files and folders",
+                        file.path, file.kind
+                    ));
+                }
+            }
             for index in 0..entries.len().max(manifest.files.len()) {
                 match (entries.get(index), manifest.files.get(index)) {
                     (Some(entry), None) => problems.push(format!(

@@ -53,29 +53,6 @@ pub fn remove_stale_partials(dir: &Path, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes what interrupted runs left in `dir` (`.<name>.partial-<pid>`), whoever left it: only
-/// for folders whose lock this process holds, so no live run can own one.
-pub fn remove_partials(dir: &Path) -> anyhow::Result<()> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        if !file_name.starts_with('.') || !file_name.contains(".partial-") {
-            continue;
-        }
-        let stale = entry.path();
-        eprintln!("removing {} left by an interrupted run", stale.display());
-        let removed = if stale.is_dir() && !stale.is_symlink() {
-            fs::remove_dir_all(&stale)
-        } else {
-            fs::remove_file(&stale)
-        };
-        removed.with_context(|| format!("cannot remove {}", stale.display()))?;
-    }
-    Ok(())
-}
-
 /// Creates (or truncates) `path` readable and writable by its owner only (0600), whatever the
 /// umask: for what holds customer data or logs (backups, evidence bundles).
 pub fn create_private(path: &Path) -> std::io::Result<File> {
