@@ -99,11 +99,24 @@ install_payload() {
 # the rollout dies or its connection drops, the command (an install, a rollback, and their
 # health gates) still runs to its end. Returns its status.
 run_to_end() {
-  local log="$1" pid status=0
+  local log="$1" pid status=0 shown=0 size alive
   shift
   "$@" >"$log" 2>&1 </dev/null &
   pid=$!
-  tail -n +1 -s 0.05 -f --pid="$pid" -- "$log" 2>/dev/null || true
+  # Streams what the file gains; whether the command still runs is asked before each read, so
+  # the last read comes after it ended and no line it wrote is lost (tail --pid lost the last
+  # one now and then).
+  while :; do
+    alive=false
+    ! kill -0 "$pid" 2>/dev/null || alive=true
+    size="$(stat -c %s -- "$log" 2>/dev/null || printf '%s' "$shown")"
+    if ((size > shown)); then
+      tail -c +"$((shown + 1))" -- "$log" | head -c "$((size - shown))" || true
+      shown="$size"
+    fi
+    [[ "$alive" == true ]] || break
+    sleep 0.05
+  done
   wait "$pid" || status=$?
   rm -f -- "$log"
   return "$status"
