@@ -231,10 +231,7 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
         "{message}"
     );
     assert!(
-        message.contains(&format!(
-            "cargo xtask restore 127.0.0.1 5432 {} postgres",
-            db.name
-        )),
+        message.contains("restore the backup taken before 1.2.0 was deployed"),
         "{message}"
     );
     assert_eq!(live(&payload), "releases/1.0.0");

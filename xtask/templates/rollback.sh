@@ -22,6 +22,8 @@ Options:
   --allowed-signers FILE
                     require a valid signature of that release by a key in FILE; by default
                     allowed_signers in the folder above this one, when it exists
+  --check           check that the release can be gone back to (kept, signed when required,
+                    every file as its manifest says), then stop without switching
   --restart         after the switch, restart the service (systemctl where the unit is active,
                     else run.sh restart) and wait until health is UP with that version and the
                     smoke checks pass; fails, saying why, if not
@@ -37,7 +39,7 @@ EOF
 
 main() {
   local to='' reason='' live target kept url allowed_signers='' sums line name
-  local restart=false restart_command='' health_timeout=60
+  local restart=false restart_command='' health_timeout=60 check_only=false
   signer=''
   # shellcheck disable=SC2034 # read by health_url (common.sh)
   health_override=''
@@ -50,6 +52,7 @@ main() {
       --reason=*) reason="${1#--reason=}"; shift ;;
       --allowed-signers) (($# >= 2)) || err "--allowed-signers needs a file"; allowed_signers="$2"; shift 2 ;;
       --allowed-signers=*) allowed_signers="${1#--allowed-signers=}"; shift ;;
+      --check) check_only=true; shift ;;
       --restart | --restart-command | --health-timeout | --health-url) gate_option "$@"; shift "$REPLY" ;;
       *) err "unknown argument $1; see ./rollback.sh --help" ;;
     esac
@@ -95,6 +98,10 @@ main() {
   fi
   check_release "$dir/releases/$target" "saulpos-server-$target" ||
     err "refused: $dir/releases/$target no longer matches its manifest; the live release is unchanged; install $target again from its payload"
+  if [[ "$check_only" == true ]]; then
+    say "release $target checks out (files re-verified); nothing was switched (--check)"
+    return 0
+  fi
   switch_to "$dir" "$target"
   record "$dir" rollback "$live" "$target" "$reason"
   url="$(health_url "$dir")"

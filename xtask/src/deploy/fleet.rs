@@ -128,6 +128,8 @@ pub struct Fleet {
     /// `--health-url`, `{host}` replaced by each host's name.
     pub health_url: Option<String>,
     pub restart_command: Option<String>,
+    /// For a local folder: the allowed_signers file its rollback.sh checks against.
+    pub allowed_signers: Option<PathBuf>,
 }
 
 impl Fleet {
@@ -162,6 +164,7 @@ impl Fleet {
             health_timeout: Duration::from_secs(60),
             health_url: None,
             restart_command: None,
+            allowed_signers: None,
         })
     }
 
@@ -204,19 +207,37 @@ impl Fleet {
     /// The host's rollback.sh back to `to`, restarted and health-gated, run to its end on the
     /// host even if this process or its connection dies.
     fn rollback_command(&self, destination: &Destination, to: &str, reason: &str) -> Command {
-        let path = Fleet::path(destination);
-        let mut args = vec![
-            "rollback".to_owned(),
-            self.env.clone(),
-            path,
-            "--to".to_owned(),
-            to.to_owned(),
-            "--reason".to_owned(),
-            reason.to_owned(),
-        ];
+        let mut args = self.rollback_args(destination, to);
+        args.extend(["--reason".to_owned(), reason.to_owned()]);
         args.extend(self.gate_args(destination));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.connector.fleet(destination, &args)
+    }
+
+    /// The host's rollback.sh checking that it can go back to `to`, switching nothing.
+    pub fn rollback_check_command(&self, destination: &Destination, to: &str) -> Command {
+        let mut args = self.rollback_args(destination, to);
+        args.push("--check".to_owned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.connector.fleet(destination, &args)
+    }
+
+    fn rollback_args(&self, destination: &Destination, to: &str) -> Vec<String> {
+        let mut args = vec![
+            "rollback".to_owned(),
+            self.env.clone(),
+            Fleet::path(destination),
+            "--to".to_owned(),
+            to.to_owned(),
+        ];
+        if let (Destination::Local(_), Some(allowed)) = (destination, &self.allowed_signers) {
+            let allowed = std::path::absolute(allowed).unwrap_or_else(|_| allowed.clone());
+            args.extend([
+                "--allowed-signers".to_owned(),
+                allowed.display().to_string(),
+            ]);
+        }
+        args
     }
 
     /// Takes every host's rollout lock, all at once; refuses, holding none, if one fails.
@@ -612,6 +633,11 @@ impl Rollout<'_> {
     }
 }
 
+/// What runs on a host's behalf after its rollout lock is taken and before its rollback.sh
+/// switches: given the live release and the target; an error leaves the host as it is.
+pub type BeforeSwitch<'a> =
+    dyn Fn(&Fleet, &Destination, &str, &str) -> anyhow::Result<()> + Sync + 'a;
+
 /// `cargo xtask rollback <env> <destination>...`: every host back to `--to` (or each to the
 /// release it ran before), restarted and health-checked; hosts already there are skipped, and
 /// one host's failure does not stop the others.
@@ -620,6 +646,7 @@ pub fn rollback(
     to: Option<&str>,
     reason: Option<&str>,
     json_out: bool,
+    before_switch: Option<&BeforeSwitch<'_>>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let to = to
@@ -673,6 +700,15 @@ pub fn rollback(
                     if target == report.before {
                         report.outcome = Outcome::Skipped;
                         report.why = format!("{target} is already live");
+                        return;
+                    }
+                    if let Some(before_switch) = before_switch
+                        && let Err(error) =
+                            before_switch(fleet, &report.destination, &report.before, &target)
+                    {
+                        report.outcome = Outcome::Failed;
+                        report.why = format!("{error:#}");
+                        report.after = report.before.clone();
                         return;
                     }
                     let command = fleet.rollback_command(&report.destination, &target, reason);

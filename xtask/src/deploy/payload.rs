@@ -1,5 +1,6 @@
 //! The deploy payload `<dest>/saulpos-<env>/`: its layout, the `current` link to the live
-//! release (switched atomically), the lock that keeps two deploys apart, and the history.
+//! release (switched by install.sh and rollback.sh), the lock that keeps two deploys apart,
+//! and the history.
 //!
 //! ```text
 //! saulpos-<env>/
@@ -18,14 +19,13 @@
 
 use std::fs::{self, OpenOptions, TryLockError};
 use std::io::Write;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use semver::Version;
 use serde_json::{Value, json};
 
-use crate::util::{durable, env_file, utc};
+use crate::util::{env_file, utc};
 
 pub use crate::release::payload_files::ENVIRONMENTS;
 pub const HISTORY: &str = "history.log";
@@ -125,21 +125,6 @@ impl Payload {
         versions
     }
 
-    /// Points `current` at `releases/<version>` in one step: a new link renamed over the old,
-    /// so a reader sees the old release or the new one, never neither.
-    pub fn switch(&self, version: &str) -> anyhow::Result<()> {
-        let current = self.dir.join("current");
-        let link = durable::temporary_name(&current);
-        let _ = fs::remove_file(&link);
-        symlink(Path::new("releases").join(version), &link)
-            .with_context(|| format!("cannot create {}", link.display()))?;
-        fs::rename(&link, &current).with_context(|| {
-            let _ = fs::remove_file(&link);
-            format!("cannot switch {}", current.display())
-        })?;
-        durable::sync_dir(&self.dir)
-    }
-
     /// The history, oldest first; lines that are not JSON are skipped.
     pub fn history(&self) -> Vec<Value> {
         fs::read_to_string(self.dir.join(HISTORY))
@@ -159,18 +144,8 @@ impl Payload {
         })
     }
 
-    /// Appends one event to the history and syncs it.
-    pub fn record(
-        &self,
-        action: &str,
-        from: Option<&str>,
-        to: &str,
-        reason: Option<&str>,
-    ) -> anyhow::Result<()> {
-        self.record_with(action, from, to, reason, Vec::new())
-    }
-
-    /// `record` with more fields (the backup a deploy took, say); the keys come out sorted.
+    /// Appends one event with its fields (a restore's backup, say) to the history and syncs
+    /// it; the keys come out sorted.
     pub fn record_with(
         &self,
         action: &str,
