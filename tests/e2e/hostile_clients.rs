@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::auth::{PASSWORD, call, login, staging_server};
-use crate::support::{Server, TestDb, server_command, text};
+use crate::support::{Server, TestDb, text, user_command_with};
 
 /// A login sent from the loopback address `from` (127.0.0.2, ...) with curl, the body on its
 /// standard input, and `headers` added; the status.
@@ -386,25 +386,15 @@ fn a_logout_raced_by_requests_in_flight_leaves_no_usable_token() {
 fn a_hash_of_another_cost_is_made_again_at_the_next_login() {
     let db = TestDb::new("rehash");
     // A user added with a cheaper cost (an older configuration).
-    let mut child = server_command()
-        .args(["user", "add", "old", "--role", "cashier"])
-        .env("SAULPOS_PROFILE", "staging")
-        .env("SAULPOS_DB_URL", db.url())
-        .env("SAULPOS_DB_USERNAME", "postgres")
-        .env("SAULPOS_AUTH_ARGON2_MEMORY_KIB", "1024")
-        .env("SAULPOS_AUTH_ARGON2_ITERATIONS", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"old-cost-password\n")
-        .unwrap();
-    let added = child.wait_with_output().unwrap();
+    let added = user_command_with(
+        &db,
+        &["add", "old", "--role", "cashier"],
+        "old-cost-password\n",
+        &[
+            ("SAULPOS_AUTH_ARGON2_MEMORY_KIB", "1024"),
+            ("SAULPOS_AUTH_ARGON2_ITERATIONS", "1"),
+        ],
+    );
     assert!(added.status.success(), "{}", text(&added));
     let hash = || db.query("SELECT password_hash FROM app_user WHERE username = 'old'");
     assert!(

@@ -536,12 +536,18 @@ pub const SMOKE_PASSWORD: &str = "smoke-Pa55word!";
 
 /// `saulpos-server user <args>` against `db` (staging), `stdin` as its standard input.
 pub fn user_command(db: &TestDb, args: &[&str], stdin: &str) -> Output {
+    user_command_with(db, args, stdin, &[])
+}
+
+/// `user_command` with more settings (`SAULPOS_*` variables) in its environment.
+pub fn user_command_with(db: &TestDb, args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
     let mut child = server_command()
         .arg("user")
         .args(args)
         .env("SAULPOS_PROFILE", "staging")
         .env("SAULPOS_DB_URL", db.url())
         .env("SAULPOS_DB_USERNAME", "postgres")
+        .envs(envs.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
