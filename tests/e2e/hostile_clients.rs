@@ -464,3 +464,34 @@ fn control_characters_in_names_are_refused_and_forge_no_log_line() {
         "{output}"
     );
 }
+
+#[test]
+fn a_burst_of_right_and_wrong_logins_at_once_never_deadlocks_into_a_500() {
+    let db = TestDb::new("login_burst");
+    let server = staging_server(&db, &[("SAULPOS_AUTH_MAX_FAILURES", "1000")]);
+    for _ in 0..4 {
+        let start = std::sync::Barrier::new(24);
+        let statuses: Vec<u16> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..24)
+                .map(|index| {
+                    let (server, start) = (&server, &start);
+                    scope.spawn(move || {
+                        start.wait();
+                        let password = if index % 2 == 0 { PASSWORD } else { "wrong" };
+                        login(server, "ann", password).0
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap())
+                .collect()
+        });
+        assert_eq!(
+            count(&statuses, 200) + count(&statuses, 401),
+            24,
+            "{statuses:?}"
+        );
+    }
+    assert!(!server.output().contains("deadlock"), "{}", server.output());
+}

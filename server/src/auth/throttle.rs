@@ -58,6 +58,23 @@ struct Count {
     blocked: f64,
 }
 
+/// Takes the transaction-long advisory lock of each key, in the order of the keys (sorted): every
+/// reservation and success takes its keys' locks first, so none waits on another in a cycle.
+async fn lock_keys(
+    transaction: &mut sqlx::PgConnection,
+    keys: &[(Vec<u8>, Kind)],
+) -> sqlx::Result<()> {
+    for (digest, _) in keys {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(i64::from_be_bytes(first))
+            .execute(&mut *transaction)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Throttle {
     pub fn new(config: &AuthConfig) -> Throttle {
         Throttle {
@@ -138,6 +155,7 @@ impl Throttle {
         let keys = Throttle::keys(username, client);
         let digests: Vec<Vec<u8>> = keys.iter().map(|(digest, _)| digest.clone()).collect();
         let mut transaction = pool.begin().await?;
+        lock_keys(&mut transaction, &keys).await?;
         sqlx::query(
             "INSERT INTO login_throttle (key_sha256)
              SELECT key FROM unnest($1::bytea[]) AS key ORDER BY key
@@ -202,7 +220,7 @@ impl Throttle {
     }
 
     /// The attempt reserved for `username` from `client` succeeded: the user's counts (from this
-    /// address and in all) start again, and this attempt no longer counts against the address.
+    /// address and in all) start again at 0, and this attempt no longer counts against the address.
     /// Counts nobody touched for long are dropped on the way.
     pub async fn succeeded(
         &self,
@@ -221,23 +239,37 @@ impl Throttle {
             .filter(|(_, kind)| *kind == Kind::Client)
             .map(|(digest, _)| digest.clone())
             .collect();
+        let mut transaction = pool.begin().await?;
+        lock_keys(&mut transaction, &keys).await?;
         sqlx::query(
-            "WITH cleared AS (DELETE FROM login_throttle WHERE key_sha256 = ANY($1)),
-                  taken_back AS (
-                      -- This attempt no longer counts, nor does the wait it started.
-                      UPDATE login_throttle
-                      SET failures = greatest(failures - 1, 0),
-                          blocked_until = CASE WHEN failures - 1 < $4 THEN NULL ELSE blocked_until END
-                      WHERE key_sha256 = ANY($2)
-                  )
-             DELETE FROM login_throttle
-             WHERE last_failure < now() - make_interval(secs => $3)
-               AND (blocked_until IS NULL OR blocked_until < now())",
+            "UPDATE login_throttle SET failures = 0, blocked_until = NULL
+             WHERE key_sha256 = ANY($1)",
         )
         .bind(&cleared)
+        .execute(&mut *transaction)
+        .await?;
+        // This attempt no longer counts against its address, nor does the wait it started.
+        sqlx::query(
+            "UPDATE login_throttle
+             SET failures = greatest(failures - 1, 0),
+                 blocked_until = CASE WHEN failures - 1 < $2 THEN NULL ELSE blocked_until END
+             WHERE key_sha256 = ANY($1)",
+        )
         .bind(&address)
-        .bind(self.forget_after().as_secs_f64())
         .bind(self.per_client as i32)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        // Counts nobody touched for long go; rows another login holds are left for later.
+        sqlx::query(
+            "DELETE FROM login_throttle WHERE key_sha256 IN (
+                 SELECT key_sha256 FROM login_throttle
+                 WHERE last_failure < now() - make_interval(secs => $1)
+                   AND (blocked_until IS NULL OR blocked_until < now())
+                 FOR UPDATE SKIP LOCKED
+             )",
+        )
+        .bind(self.forget_after().as_secs_f64())
         .execute(pool)
         .await?;
         Ok(())
