@@ -68,8 +68,8 @@ impl HashPool {
         })
     }
 
-    /// Runs `work` on a hashing thread without taking a slot (startup's own work).
-    pub fn spawn(&self, work: impl FnOnce() + Send + 'static) {
+    /// Queues `work` for the next free hashing thread.
+    fn spawn(&self, work: impl FnOnce() + Send + 'static) {
         let _ = self.jobs.send(Box::new(work));
     }
 }

@@ -33,7 +33,9 @@ impl Auth {
         let hashing = hashing::HashPool::new(config.max_hashes, config.hash_wait);
         let dummy_hash = Arc::new(OnceLock::new());
         let (background, making) = (hasher.clone(), Arc::clone(&dummy_hash));
-        hashing.spawn(move || {
+        // On a thread of its own, in memory given back: a server that has served no login yet
+        // keeps no Argon2 memory.
+        std::thread::spawn(move || {
             making.get_or_init(|| dummy_of(&background));
         });
         Ok(Auth {
@@ -54,6 +56,6 @@ impl Auth {
 
 fn dummy_of(hasher: &password::Hasher) -> String {
     hasher
-        .hash("saulpos: no such user")
+        .hash_once("saulpos: no such user")
         .unwrap_or_else(|_| "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$".to_owned())
 }

@@ -23,14 +23,28 @@ thread_local! {
     static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `argon2` computed into this thread's reused memory.
+/// Where a hash's Argon2 memory comes from.
+#[derive(Clone, Copy)]
+enum Memory {
+    /// This thread's, kept for its next hash (the hashing threads).
+    Reused,
+    /// Allocated for this hash and given back after (a hash made once, such as startup's).
+    Fresh,
+}
+
+/// `argon2` computed into this thread's reused memory, or into memory of its own.
 fn compute(
     argon2: &Argon2<'_>,
     password: &[u8],
     salt: &[u8],
     out: &mut [u8],
+    memory: Memory,
 ) -> argon2::Result<()> {
     let needed = argon2.params().block_count();
+    if let Memory::Fresh = memory {
+        let mut blocks = vec![Block::default(); needed];
+        return argon2.hash_password_into_with_memory(password, salt, out, &mut blocks);
+    }
     BLOCKS.with(|cell| {
         let mut blocks = cell.borrow_mut();
         if blocks.len() < needed {
@@ -64,12 +78,22 @@ impl Hasher {
 
     /// A new hash of `password` with a fresh random salt.
     pub fn hash(&self, password: &str) -> anyhow::Result<String> {
+        self.hash_into(password, Memory::Reused)
+    }
+
+    /// As `hash`, in memory given back afterwards: for a hash made once (a server that has not
+    /// served a login yet keeps no Argon2 memory).
+    pub fn hash_once(&self, password: &str) -> anyhow::Result<String> {
+        self.hash_into(password, Memory::Fresh)
+    }
+
+    fn hash_into(&self, password: &str, memory: Memory) -> anyhow::Result<String> {
         let failed =
             |error: &dyn std::fmt::Display| anyhow::anyhow!("cannot hash the password: {error}");
         let mut salt = [0u8; SALT_LEN];
         OsRng.fill_bytes(&mut salt);
         let mut out = [0u8; OUTPUT_LEN];
-        compute(&self.argon2, password.as_bytes(), &salt, &mut out)
+        compute(&self.argon2, password.as_bytes(), &salt, &mut out, memory)
             .map_err(|error| failed(&error))?;
         let salt = SaltString::encode_b64(&salt).map_err(|error| failed(&error))?;
         let hash = PasswordHash {
@@ -129,6 +153,7 @@ pub fn verify(password: &str, phc: &str) -> bool {
             password.as_bytes(),
             salt,
             &mut out,
+            Memory::Reused,
         )
         .ok()?;
         Some(Output::new(&out).ok()? == expected)
