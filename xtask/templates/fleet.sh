@@ -52,8 +52,29 @@ hold() {
     [[ "$word" == "done" ]] && finished=true
   done
   if [[ "$finished" == false ]]; then
+    # First every operation that joined this rollout (join_rollout), then the install or
+    # rollback one of them may have left running.
+    exec 7>>"$dir/active.lock"
+    flock -w 900 7 || true
     exec 8>>"$dir/deploy.lock"
     flock -w 900 8 || true
+  fi
+}
+
+# Joins the rollout whose hold keeps <dir>/rollout.lock: a shared lock on active.lock (fd 7,
+# kept to the end of this operation; the hold of a rollout that died waits for it), then a look
+# at the hold's pid. A rollout that died before this started changes nothing.
+join_rollout() {
+  local dir="$1" line pid=''
+  exec 7>>"$dir/active.lock"
+  flock -s 7
+  if [[ -f "$dir/rollout.lock" ]]; then
+    while IFS= read -r line; do
+      [[ "$line" == pid=* ]] && pid="${line#pid=}"
+    done <"$dir/rollout.lock"
+  fi
+  if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then
+    err "the rollout that asked for this has ended (no hold on $dir/rollout.lock); nothing was changed; run it again"
   fi
 }
 
@@ -62,6 +83,7 @@ install_payload() {
   local dest="$2" payload="$3" sum="$4" copy="$5" got stage status=0 path version
   shift 5
   local payloads="$dest/saulpos-$ENV/payloads"
+  join_rollout "$dest/saulpos-$ENV"
   if [[ "$copy" == yes ]]; then
     local upload="$payloads/.$payload.partial-$$"
     if ! cat >"$upload"; then
@@ -101,7 +123,8 @@ install_payload() {
 run_to_end() {
   local log="$1" pid status=0 shown=0 size alive
   shift
-  "$@" >"$log" 2>&1 </dev/null &
+  # The rollout's shared lock (fd 7) stays with this script: not with the server a gate starts.
+  "$@" >"$log" 2>&1 </dev/null 7>&- &
   pid=$!
   # Streams what the file gains; whether the command still runs is asked before each read, so
   # the last read comes after it ended and no line it wrote is lost (tail --pid lost the last
@@ -126,6 +149,7 @@ rollback_release() {
   ENV="$1"
   local dir="$2/saulpos-$1"
   shift 2
+  join_rollout "$dir"
   run_to_end "$dir/payloads/.rollback.partial-$$.log" "$dir/rollback.sh" "$@"
 }
 
