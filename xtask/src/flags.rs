@@ -245,9 +245,10 @@ pub struct BenchFleet {
     pub database: BenchDatabase,
 }
 
-/// Deploy (verify, extract, switch) of the real payload with `cargo xtask deploy` and with the
-/// payload's own install.sh (unpacked first, as on a host), and a rollback switch (re-verify and
-/// switch), on two versions packaged for the bench.
+/// Deploy of the real payload with `cargo xtask deploy` (its checks, then the payload's
+/// install.sh as a one-host rollout) and with install.sh alone (unpacked first, as on a host),
+/// and a rollback switch (rollback.sh: re-verify and switch), on two versions packaged for the
+/// bench.
 #[derive(Args)]
 pub struct BenchDeploy {
     /// How many deploys and rollbacks to take the median of.

@@ -1,6 +1,7 @@
 //! `cargo xtask bench deploy`: the time to install the real payload with `cargo xtask deploy`
-//! and with its own `install.sh` (unpacked first, as on a host), and to switch back with a
-//! rollback, each the median of several runs.
+//! (its checks, then the payload's `install.sh` as a one-host rollout) and with `install.sh`
+//! alone (unpacked first, as on a host), and to switch back with a rollback, each the median of
+//! several runs.
 
 use std::fs;
 
@@ -103,7 +104,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
     Ok(vec![
         Row::figure("payload deployed", format!("{size} bytes")),
         Row::goal(
-            format!("cargo xtask deploy: verify, extract, switch (median of {runs})"),
+            format!("cargo xtask deploy: checks, then install.sh (median of {runs})"),
             format!("{deploy_ms:.0} ms"),
             "< 500 ms",
             deploy_ms < 500.0,
@@ -115,13 +116,13 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
             install_ms < 500.0,
         ),
         Row::goal(
-            "install.sh / cargo xtask deploy",
+            "install.sh alone / cargo xtask deploy",
             format!("{shell_ratio:.2}"),
             "<= 2",
             shell_ratio <= 2.0,
         ),
         Row::goal(
-            format!("rollback: re-verify and switch (median of {runs})"),
+            format!("rollback: rollback.sh re-verifies and switches (median of {runs})"),
             format!("{rollback_ms:.1} ms"),
             "< 50 ms",
             rollback_ms < 50.0,
