@@ -40,6 +40,8 @@ pub fn connect_options(config: &DatabaseConfig) -> PgConnectOptions {
         .database(&config.name)
         .username(&config.username)
         .application_name("saulpos-server")
+        // The server's own NOTICEs (a migration's "already exists, skipping") are not news.
+        .options([("client_min_messages", "warning")])
         .ssl_mode(match config.ssl_mode {
             SslMode::Disable => PgSslMode::Disable,
             SslMode::Prefer => PgSslMode::Prefer,

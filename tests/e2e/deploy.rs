@@ -226,12 +226,13 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
     let message = text(&output);
     assert!(output.status.success(), "{message}");
     assert!(message.contains("from 1.2.0 to 1.0.0"), "{message}");
+    // The server still runs 1.2.0 (run.sh in the foreground): the next step restarts it.
     assert!(
-        message.contains("systemctl restart saulpos-staging"),
+        message.contains(&format!("$ {}/run.sh restart", payload.display())),
         "{message}"
     );
     assert!(
-        message.contains("restore the backup taken before 1.2.0 was deployed"),
+        message.contains("the backup taken before 1.2.0 was deployed holds the data of 1.0.0"),
         "{message}"
     );
     assert_eq!(live(&payload), "releases/1.0.0");
@@ -496,7 +497,7 @@ fn a_held_lock_refuses_a_second_deploy_naming_the_holder_and_a_killed_holder_blo
     // destination: refused, naming what is valid.
     let output = deploy("qa", "1.0.0", dest.path(), &[]);
     assert!(
-        text(&output).contains("use one of: dev, staging, prod"),
+        text(&output).contains("[possible values: dev, staging, prod]"),
         "{}",
         text(&output)
     );

@@ -7,10 +7,10 @@ use clap::{Args, Parser, Subcommand};
 
 /// Release and operations tasks for the SaulPOS server.
 ///
-/// Run from anywhere in the workspace as `cargo xtask <command>`. Human progress goes to
-/// stderr; `--json` output goes to stdout.
+/// Run from anywhere in the workspace; `cargo xtask <command> --help` tells more.
+/// Human progress goes to stderr; `--json` output goes to stdout.
 #[derive(Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", verbatim_doc_comment)]
 pub struct Xtask {
     #[command(subcommand)]
     pub command: Command,
@@ -33,8 +33,11 @@ pub enum Command {
     Smoke(Smoke),
     Incident(Incident),
     Bench(Bench),
+    Test(Test),
 }
 
+/// Build a release: archive, SBOM, provenance, image, payloads, signature.
+///
 /// Build the server in release mode and write a reproducible release into dist/<version>/:
 /// the tarball, its .sha256, manifest.txt and manifest.json, one deploy payload per environment
 /// (saulpos-<env>-<version>.tar.gz with its .sha256, installable with its install.sh on a host
@@ -63,14 +66,16 @@ pub struct Package {
     pub json: bool,
 }
 
+/// Print an environment's Kubernetes manifests for your registry.
+///
 /// Print one environment's Kubernetes manifests from dist/<version>/kubernetes/ with the image
 /// in your registry: <REG>/saulpos-server@sha256:..., the digest the release built. Pipe it to
 /// `kubectl apply -f -`. The file is checked against SHA256SUMS first.
 #[derive(Args)]
 pub struct Kubernetes {
-    /// The environment: dev, staging or prod.
-    #[arg(value_parser = ["dev", "staging", "prod"])]
-    pub env: String,
+    /// The environment.
+    #[arg(value_enum)]
+    pub env: Env,
     /// The version, as packaged: dist/<version>/ must exist.
     pub version: String,
     /// The registry (and path) the image was pushed under: host[:port][/path], e.g.
@@ -85,6 +90,8 @@ pub struct Kubernetes {
     pub dist: Option<PathBuf>,
 }
 
+/// Copy a release's OCI image to a registry, the same digest.
+///
 /// Copy a release's OCI image (dist/<version>/saulpos-server-<version>-oci.tar) to a registry
 /// with skopeo, tagged <version>, and check that the registry holds the very digest in dist/.
 /// Credentials come from skopeo's own auth file (`skopeo login`), never from the command line.
@@ -108,6 +115,8 @@ pub struct PushImage {
     pub json: bool,
 }
 
+/// Re-check a release: checksums, manifests, payloads, SBOM, signature.
+///
 /// Re-check a release folder: the checksum file against the archive, and the manifest against
 /// the archive and every file inside it. Prints each problem; exits non-zero on any.
 #[derive(Args)]
@@ -130,6 +139,8 @@ pub struct Verify {
     pub json: bool,
 }
 
+/// Back up a PostgreSQL database, with its checksum.
+///
 /// Back up a PostgreSQL database with pg_dump (custom format) into <backup-dir>:
 /// <database>-<UTC time>.dump and <same>.dump.sha256, the dump verified by reading it whole.
 ///
@@ -151,13 +162,15 @@ pub struct Backup {
     pub compress: u32,
     /// After a successful backup, keep only this many verified backups of this database in the
     /// folder, removing the oldest.
-    #[arg(long)]
-    pub keep: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    pub keep: Option<u16>,
     /// Print one JSON object describing the backup on stdout (for CI).
     #[arg(long)]
     pub json: bool,
 }
 
+/// Restore a backup into a database safely, keeping the data before.
+///
 /// Restore a backup made by `cargo xtask backup` into <database>, safely: the checksum is
 /// checked before any database is touched, the dump is restored into a scratch database, and
 /// only a complete restore is swapped in. The previous database is kept under a dated name.
@@ -186,8 +199,8 @@ pub struct Restore {
     pub yes: bool,
     /// How many connections pg_restore uses at once (its --jobs): tables load and indexes
     /// build side by side as their dependencies allow.
-    #[arg(long, default_value_t = 2)]
-    pub jobs: usize,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
     /// Count the rows of tables up to this size exactly (smallest first, at most four times
     /// this much in all); bigger tables show the row count their index build recorded.
     #[arg(long, value_name = "MB", default_value_t = 64)]
@@ -214,6 +227,8 @@ pub struct RestoreGuard {
     pub scratch: String,
 }
 
+/// Measure our tools beside the plain ones on the same input.
+///
 /// Measure our tools against the plain ones on the same input, in one run, and print a table
 /// of the figures beside their goals.
 #[derive(Args)]
@@ -234,6 +249,8 @@ pub enum BenchWhat {
     Fleet(BenchFleet),
 }
 
+/// A rollout over 1, 3 and 6 loopback SSH hosts beside the plain loop.
+///
 /// A version rolled with `cargo xtask deploy` over 1, 3 and 6 loopback hosts (an sshd the bench
 /// starts on a free port with throwaway keys; a folder, a database and a port per host), batch 1
 /// and all at once, beside the plain loop (scp, then ssh tar + install.sh --restart) over 3; our
@@ -245,6 +262,8 @@ pub struct BenchFleet {
     pub database: BenchDatabase,
 }
 
+/// Deploy and rollback beside install.sh and rollback.sh alone.
+///
 /// Deploy of the real payload with `cargo xtask deploy` (its checks, then the payload's
 /// install.sh as a one-host rollout) and with install.sh alone (unpacked first, as on a host),
 /// and a rollback switch (rollback.sh: re-verify and switch), on two versions packaged for the
@@ -270,6 +289,8 @@ pub struct BenchDatabase {
     pub username: String,
 }
 
+/// Server start, idle memory and requests per second.
+///
 /// The server built in release mode: time from start to the first 200 from /actuator/health,
 /// idle memory, and requests per second on loopback for health, liveness, logins, and an
 /// authenticated product lookup beside the same lookup on the last server without login.
@@ -292,6 +313,8 @@ pub struct BenchServer {
     pub database: BenchDatabase,
 }
 
+/// The archive step and the whole package beside tar and sha256sum.
+///
 /// Our archive + checksum step against `tar -czf` then `sha256sum` on the same staged files,
 /// the wall time of `cargo xtask package` for a second version with no source change, and the
 /// payload step's share of it.
@@ -302,6 +325,8 @@ pub struct BenchPackage {
     pub runs: usize,
 }
 
+/// Backup and restore beside pg_dump, pg_restore and sha256sum.
+///
 /// Our backup and restore against `pg_dump -Fc` + `sha256sum` and `sha256sum -c` +
 /// `pg_restore -j1` (with `pg_restore -j2` alone beside them), on a generated database (kept as
 /// saulpos_bench_pos for the next run).
@@ -321,14 +346,21 @@ pub struct BenchBackup {
     pub database: BenchDatabase,
 }
 
+/// Wait until the server is UP (and runs the version expected).
+///
 /// Wait until the server's /actuator/health says UP (and, if asked, /actuator/info names the
 /// expected version), then print the health JSON. Exits non-zero on timeout, naming the last
 /// status or error.
 #[derive(Args)]
 pub struct Health {
-    /// The server's base URL, e.g. http://localhost:8080, or https://... through a TLS proxy.
+    /// The server's base URL, e.g. http://localhost:8080, or https://... through a TLS proxy
+    /// (default: http://127.0.0.1:<SAULPOS_SERVER_PORT of --env-file, else 8080>).
     #[arg(long)]
-    pub url: String,
+    pub url: Option<String>,
+    /// The environment's saulpos.env (e.g. /opt/saulpos/saulpos-staging/saulpos.env): the port
+    /// the server listens on, when --url is not given.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
     /// For https: trust the CA certificate(s) in this PEM file instead of the system's.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
@@ -346,25 +378,29 @@ pub struct Health {
     pub json: bool,
 }
 
-/// The card's smoke checks against a running server: health UP, info's version (and profile),
+/// Run the smoke checks against a running server.
+///
+/// The smoke checks against a running server: health UP, info's version (and profile),
 /// login as the smoke user, a product lookup (a demo SKU in dev; the 404 path in staging and
 /// prod), a checkout dry-run outside prod (priced in dev; refused with 422 for an unknown SKU in
 /// staging), and logout. One line per check with its time; exits non-zero if any fails. Nothing
 /// is written but the login's token, which logout ends.
 ///
 /// The smoke user comes from SAULPOS_SMOKE_USERNAME and SAULPOS_SMOKE_PASSWORD, in the
-/// environment or in the file --env-file names (the payload's saulpos.env). The password is
+/// environment or in the file --env-file names (the environment's saulpos.env). The password is
 /// never printed.
 #[derive(Args)]
 pub struct Smoke {
-    /// The server's base URL, e.g. http://localhost:8080, or https://... through a TLS proxy.
+    /// The server's base URL, e.g. http://localhost:8080, or https://... through a TLS proxy
+    /// (default: http://127.0.0.1:<SAULPOS_SERVER_PORT of --env-file, else 8080>).
     #[arg(long)]
-    pub url: String,
+    pub url: Option<String>,
     /// For https: trust the CA certificate(s) in this PEM file instead of the system's.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
-    /// Read SAULPOS_SMOKE_USERNAME and SAULPOS_SMOKE_PASSWORD from this file (NAME=value lines,
-    /// e.g. /opt/saulpos/saulpos-staging/saulpos.env) instead of the environment.
+    /// Read SAULPOS_SMOKE_USERNAME and SAULPOS_SMOKE_PASSWORD (and the port, without --url)
+    /// from this file (NAME=value lines, e.g. /opt/saulpos/saulpos-staging/saulpos.env) instead
+    /// of the environment.
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
     /// Fail unless /actuator/info reports this version.
@@ -376,6 +412,19 @@ pub struct Smoke {
     /// Print the checks as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A duration as [`parse_duration`] reads it back: `3s`, `2m`, `1h`, `1500ms`.
+pub fn show_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    match millis {
+        _ if !millis.is_multiple_of(1000) => format!("{millis}ms"),
+        _ if millis >= 3_600_000 && millis.is_multiple_of(3_600_000) => {
+            format!("{}h", millis / 3_600_000)
+        }
+        _ if millis >= 60_000 && millis.is_multiple_of(60_000) => format!("{}m", millis / 60_000),
+        _ => format!("{}s", millis / 1000),
+    }
 }
 
 /// `60s`, `2m`, `500ms`, `1h`, or a bare number of seconds.
@@ -402,6 +451,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Install a release in an environment: a local folder, or hosts over SSH.
+///
 /// Deploy a packaged release to an environment with its payload's own install.sh, as on a host:
 /// the payload is checked here first (checksums, manifest, and an archive of plain files and
 /// folders only), then install.sh verifies it again, extracts it into
@@ -416,8 +467,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// CI) and a non-zero exit. Hosts already on the version are skipped, so a re-run continues.
 #[derive(Args)]
 pub struct Deploy {
-    /// The environment: dev, staging or prod (run.sh starts the server with that profile).
-    pub env: String,
+    /// The environment (run.sh starts the server with that profile).
+    #[arg(value_enum)]
+    pub env: Env,
     /// The version to deploy; it must be packaged in dist/.
     pub version: String,
     /// Where: a folder that holds the environments' folders (e.g. /opt/saulpos; it must exist),
@@ -427,10 +479,10 @@ pub struct Deploy {
     pub destinations: Vec<String>,
     #[command(flatten)]
     pub fleet: FleetArgs,
-    /// How many releases to keep in the payload (never fewer than the live one and the one
-    /// before it).
-    #[arg(long, default_value_t = 5)]
-    pub keep: usize,
+    /// How many releases to keep in the environment's folder (2 or more: the live one and the
+    /// one before it always stay).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=1000))]
+    pub keep: u16,
     /// Why, for the deploy history (e.g. a change ticket).
     #[arg(long)]
     pub reason: Option<String>,
@@ -447,7 +499,8 @@ pub struct Deploy {
     /// why (the last health answer, the end of the log).
     #[arg(long)]
     pub restart: bool,
-    /// With --restart: the command that restarts the service (run by sh in the payload folder).
+    /// With --restart: the command that restarts the service (run by sh in the environment's
+    /// folder).
     #[arg(long, value_name = "COMMAND")]
     pub restart_command: Option<String>,
     /// With --restart: where the server answers (default http://127.0.0.1:<SAULPOS_SERVER_PORT
@@ -474,6 +527,8 @@ pub struct Deploy {
     pub json: bool,
 }
 
+/// Switch an environment back to a release before (--with-data: its data too).
+///
 /// Switch an environment back to the release before the live one (or the one named), after
 /// re-verifying its files; record the reason; print the next steps (restart, and the restore
 /// command if the data must go back too).
@@ -483,9 +538,11 @@ pub struct Deploy {
 /// time; hosts already there are skipped, one host's failure does not stop the others.
 #[derive(Args)]
 pub struct Rollback {
-    /// The environment: dev, staging or prod.
-    pub env: String,
-    /// The folder that holds the payloads, as given to deploy, or ssh://[user@]host[:port]/path.
+    /// The environment.
+    #[arg(value_enum)]
+    pub env: Env,
+    /// The folder that holds the environments' folders, as given to deploy (e.g. /opt/saulpos),
+    /// or ssh://[user@]host[:port]/path.
     #[arg(value_name = "DEST", required_unless_present = "hosts")]
     pub destinations: Vec<String>,
     #[command(flatten)]
@@ -519,19 +576,24 @@ pub struct Rollback {
     pub json: bool,
 }
 
+/// Show what is live, what the server runs, backups and history.
+///
 /// Show an environment's live and previous releases, the releases kept, and the end of the
 /// deploy history. With several destinations, ssh:// ones or --hosts: one line per host (live,
 /// previous, health).
 #[derive(Args)]
 pub struct Status {
-    /// The environment: dev, staging or prod.
-    pub env: String,
-    /// The folder that holds the payloads, as given to deploy, or ssh://[user@]host[:port]/path.
+    /// The environment.
+    #[arg(value_enum)]
+    pub env: Env,
+    /// The folder that holds the environments' folders, as given to deploy (e.g. /opt/saulpos),
+    /// or ssh://[user@]host[:port]/path.
     #[arg(value_name = "DEST", required_unless_present = "hosts")]
     pub destinations: Vec<String>,
     #[command(flatten)]
     pub fleet: FleetArgs,
-    /// With several destinations: where each host's server answers ({host} for its name).
+    /// Where the server answers ({host} for each host's name; default: the port of the
+    /// folder's saulpos.env on 127.0.0.1).
     #[arg(long, value_name = "URL")]
     pub health_url: Option<String>,
     /// How many history lines to show.
@@ -550,8 +612,8 @@ pub struct FleetArgs {
     #[arg(long, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
     /// In a rollout: how many hosts at a time.
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
     /// The ssh_config file for ssh (its -F; default: ~/.ssh/config as usual).
     #[arg(long, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
@@ -582,8 +644,29 @@ impl FleetArgs {
     }
 }
 
-/// Capture incident evidence into one bundle, incident-<UTC time>-<severity>.tar.gz with its
-/// .sha256: the live release's manifest, the deploy history, health and info (or the error
+/// Make the machine ready for the tests, then run them all.
+///
+/// Installs what the tests run and is missing (apt-get install: podman, sshd, skopeo, ...; pip
+/// install: the SBOM and Kubernetes validators, zizmor), starts PostgreSQL at 127.0.0.1:5432 if
+/// it is down, then runs `cargo test --workspace --locked` with the arguments after `--`. Run it
+/// as root: installing needs it, and one test mounts a 1 MB tmpfs. On a machine already set
+/// up, `cargo test --workspace` alone runs the same tests.
+#[derive(Args)]
+pub struct Test {
+    /// Install nothing and start nothing: fail naming what is missing.
+    #[arg(long)]
+    pub no_install: bool,
+    /// Make the machine ready, then stop without running the tests.
+    #[arg(long)]
+    pub setup_only: bool,
+    /// Passed to cargo test, e.g. `-- deploy::` to run some tests only.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+/// Capture incident evidence into one redacted bundle
+///
+/// The bundle is incident-<UTC time>-<severity>.tar.gz with its .sha256: the live release's manifest, the deploy history, health and info (or the error
 /// reaching them), database availability, the service's recent logs, host facts, and
 /// incident.md, the report template prefilled. A collector that fails is recorded and never
 /// stops the capture; secrets are redacted everywhere in the bundle.
@@ -595,9 +678,10 @@ impl FleetArgs {
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct Incident {
-    /// The environment: dev, staging or prod.
-    pub env: String,
-    /// The folder that holds the payloads, as given to deploy.
+    /// The environment.
+    #[arg(value_enum)]
+    pub env: Env,
+    /// The folder that holds the environments' folders, as given to deploy (e.g. /opt/saulpos).
     pub dest: PathBuf,
     /// The server's base URL (default: http://127.0.0.1:<SAULPOS_SERVER_PORT from saulpos.env,
     /// else 8080>).
@@ -612,6 +696,27 @@ pub struct Incident {
     /// Print one JSON object describing the bundle on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The environments a release ships a payload for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Env {
+    /// Demo data, no backups by default.
+    Dev,
+    /// The rehearsal of prod: a backup before every deploy.
+    Staging,
+    /// Production: a backup before every deploy, no checkout dry-run.
+    Prod,
+}
+
+impl Env {
+    pub fn name(self) -> &'static str {
+        match self {
+            Env::Dev => "dev",
+            Env::Staging => "staging",
+            Env::Prod => "prod",
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -644,5 +749,34 @@ impl Severity {
             }
             _ => "a minor or partial problem with a workaround; handle in working hours",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Xtask;
+
+    /// `cargo xtask --help` is a short table read at a glance: one line per subcommand, none
+    /// wider than a terminal. UPDATE_SNAPSHOTS=1 rewrites the snapshot after a deliberate change.
+    #[test]
+    fn the_top_level_help_is_a_short_table_that_matches_its_snapshot() {
+        let help = Xtask::command().render_long_help().to_string();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/help.txt");
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&path, &help).unwrap();
+        }
+        for line in help.lines() {
+            assert!(
+                line.chars().count() <= 90,
+                "too wide for a terminal: {line:?}"
+            );
+        }
+        let snapshot = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            help, snapshot,
+            "`cargo xtask --help` changed; if that is meant, run UPDATE_SNAPSHOTS=1 cargo test -p xtask"
+        );
     }
 }

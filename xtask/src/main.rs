@@ -10,6 +10,7 @@ mod docs_check;
 mod flags;
 mod incident;
 mod release;
+mod testing;
 mod util;
 
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Smoke(cmd) => cmd.run(),
         flags::Command::Incident(cmd) => cmd.run(sh),
         flags::Command::Bench(cmd) => cmd.run(sh),
+        flags::Command::Test(cmd) => cmd.run(),
     }
 }
 

@@ -6,6 +6,14 @@
 # The name this script was started as, for messages.
 me="${0##*/}"
 
+# The folder this script is in, however it was started (a symlink, a relative path, from any
+# folder): the symlink resolved, then the real path.
+script_dir() {
+  local self
+  self="$(readlink -f -- "${BASH_SOURCE[0]}")"
+  (cd -- "${self%/*}" && pwd -P)
+}
+
 say() {
   printf '%s: %s\n' "$me" "$*" >&2
 }
@@ -356,6 +364,36 @@ http_call() {
 
 # @ENV_FILE@
 
+# The database saulpos.env names, read as `cargo xtask deploy` reads it: sets db_host, db_port,
+# db_name, db_user and db_password; fails when it names none (no URL, name or user).
+# shellcheck disable=SC2034 # the db_ variables are read by the scripts this is spliced into
+read_database() {
+  local file="$1/saulpos.env" url rest authority path=''
+  [[ -r "$file" ]] || return 1
+  url="$(env_value "$file" SAULPOS_DB_URL)"
+  db_user="$(env_value "$file" SAULPOS_DB_USERNAME)"
+  db_password="$(env_value "$file" SAULPOS_DB_PASSWORD)"
+  case "$url" in
+    jdbc:postgresql://*) rest="${url#jdbc:postgresql://}" ;;
+    postgresql://*) rest="${url#postgresql://}" ;;
+    postgres://*) rest="${url#postgres://}" ;;
+    *) return 1 ;;
+  esac
+  authority="${rest%%/*}"
+  [[ "$rest" == */* ]] && path="${rest#*/}"
+  authority="${authority##*@}"
+  [[ -n "$authority" ]] || return 1
+  if [[ "$authority" == *:* ]]; then
+    db_host="${authority%:*}"
+    db_port="${authority##*:}"
+  else
+    db_host="$authority"
+    db_port=5432
+  fi
+  db_name="${path%%\?*}"
+  [[ -n "$db_name" && -n "$db_user" ]]
+}
+
 # The smoke checks' login, as `cargo xtask smoke` does it: the smoke user of saulpos.env in $1
 # (dev's demo cashier without one) at $2, profile $3; sets smoke_token, or says why not.
 smoke_login() {
@@ -397,6 +435,18 @@ restart_service() {
   fi
 }
 
+# The command that (re)starts the server of folder $1 as it runs now, for a next step: systemd's
+# when its unit is active, run.sh restart when run.sh runs it, else run.sh start; in REPLY.
+start_hint() {
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "saulpos-$ENV" 2>/dev/null; then
+    REPLY="sudo systemctl restart saulpos-$ENV"
+  elif "$1/run.sh" status >/dev/null 2>&1; then
+    REPLY="$1/run.sh restart"
+  else
+    REPLY="$1/run.sh start"
+  fi
+}
+
 # The last line the server logged, for the reason a gate failed.
 last_log_line() {
   local line='' log="$1/logs/saulpos.log"
@@ -416,16 +466,30 @@ gate_option() {
   case "$1" in
     --restart) restart=true; REPLY=1 ;;
     --restart-command) (($# >= 2)) || err "--restart-command needs a command"; restart_command="$2"; REPLY=2 ;;
-    --health-timeout) (($# >= 2)) || err "--health-timeout needs a number of seconds"; health_timeout="$2"; REPLY=2 ;;
+    --health-timeout) (($# >= 2)) || err "--health-timeout needs a duration, e.g. 60s or 2m"; health_timeout="$2"; REPLY=2 ;;
     --health-url) (($# >= 2)) || err "--health-url needs a URL, e.g. http://10.0.0.5:8080"; health_override="$2"; REPLY=2 ;;
     *) return 1 ;;
   esac
 }
 
-# Refuses gate options that are malformed or given without --restart.
+# A duration as `cargo xtask` takes it (60s, 2m, 1h, 500ms, or plain seconds) in whole seconds
+# (rounded up), in REPLY; fails on anything else.
+duration_seconds() {
+  [[ "$1" =~ ^([0-9]+)(ms|s|m|h)?$ ]] || return 1
+  case "${BASH_REMATCH[2]}" in
+    ms) REPLY=$(((10#${BASH_REMATCH[1]} + 999) / 1000)) ;;
+    m) REPLY=$((10#${BASH_REMATCH[1]} * 60)) ;;
+    h) REPLY=$((10#${BASH_REMATCH[1]} * 3600)) ;;
+    *) REPLY=$((10#${BASH_REMATCH[1]})) ;;
+  esac
+}
+
+# Refuses gate options that are malformed or given without --restart; health_timeout becomes
+# whole seconds.
 check_gate_options() {
-  [[ "$health_timeout" =~ ^[0-9]+$ ]] ||
-    err "--health-timeout $health_timeout is not a number of seconds; give e.g. --health-timeout 60"
+  duration_seconds "$health_timeout" ||
+    err "--health-timeout \"$health_timeout\" is not a duration; give e.g. --health-timeout 60s, 2m or 90 (seconds)"
+  health_timeout="$REPLY"
   [[ -z "$restart_command$health_override" || "$restart" == true ]] ||
     err "--restart-command and --health-url go with --restart"
   [[ -z "$health_override" ]] || valid_health_url "$health_override" ||

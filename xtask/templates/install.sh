@@ -8,6 +8,8 @@ ENV="@ENV@"
 VERSION="@VERSION@"
 ARCHIVE="@ARCHIVE@"
 TOP="saulpos-server-@VERSION@"
+# The database of saulpos.env, once read_database has read it.
+db_host='' db_port='' db_name='' db_user='' db_password=''
 
 # @COMMON@
 
@@ -37,8 +39,9 @@ Options:
                     it, and fail saying why
   --restart-command COMMAND
                     with --restart: the command that restarts the service (sh, in the folder)
-  --health-timeout SECONDS
-                    with --restart: how long this version may take to be UP (default 60)
+  --health-timeout DURATION
+                    with --restart: how long this version may take to be UP: 60s, 2m or
+                    plain seconds (default 60s)
   --health-url URL  with --restart: where the server answers, http://host:port (default
                     http://127.0.0.1:<SAULPOS_SERVER_PORT of saulpos.env, else 8080>)
   --no-backup       skip the backup taken before the switch (staging and prod, when
@@ -196,35 +199,6 @@ write_payload_files() {
   fi
 }
 
-# The database saulpos.env names, read as `cargo xtask deploy` reads it: sets db_host, db_port,
-# db_name, db_user and db_password; fails when it names none (no URL, name or user).
-read_database() {
-  local file="$1/saulpos.env" url rest authority path=''
-  [[ -r "$file" ]] || return 1
-  url="$(env_value "$file" SAULPOS_DB_URL)"
-  db_user="$(env_value "$file" SAULPOS_DB_USERNAME)"
-  db_password="$(env_value "$file" SAULPOS_DB_PASSWORD)"
-  case "$url" in
-    jdbc:postgresql://*) rest="${url#jdbc:postgresql://}" ;;
-    postgresql://*) rest="${url#postgresql://}" ;;
-    postgres://*) rest="${url#postgres://}" ;;
-    *) return 1 ;;
-  esac
-  authority="${rest%%/*}"
-  [[ "$rest" == */* ]] && path="${rest#*/}"
-  authority="${authority##*@}"
-  [[ -n "$authority" ]] || return 1
-  if [[ "$authority" == *:* ]]; then
-    db_host="${authority%:*}"
-    db_port="${authority##*:}"
-  else
-    db_host="$authority"
-    db_port=5432
-  fi
-  db_name="${path%%\?*}"
-  [[ -n "$db_name" && -n "$db_user" ]]
-}
-
 # The backup of the environment's database before the switch, as `cargo xtask backup` takes it:
 # pg_dump (custom format) into a private temporary file, read whole by pg_restore, its
 # <name>.sha256 written, both renamed into place. Sets backup_file and backup_sha256.
@@ -344,7 +318,7 @@ main() {
   need_cmd tar gzip mktemp sha256sum flock sort stat readlink mv cp install ln id sync
   started="${EPOCHREALTIME/./}"
 
-  here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+  here="$(script_dir)"
   [[ -d "$dest" ]] || err "$dest does not exist; create it (e.g. sudo install -d -o \$USER $dest) and run again"
   dest="$(cd -- "$dest" && pwd -P)"
   check_destination "$dest"
@@ -405,11 +379,38 @@ main() {
     fi
     return 0
   fi
-  say "next: restart the service to run $VERSION:
-  sudo systemctl restart saulpos-$ENV     (unit: $payload_dir/saulpos-$ENV.service)
-  or by hand: $payload_dir/run.sh
+  next_steps "$url"
+}
+
+# What to do after an install without --restart, each command on a "  $ " line, as it runs
+# here: saulpos.env first on a first install, else start or restart whatever runs the service.
+next_steps() {
+  local url="$1" env_file="$payload_dir/saulpos.env" unit="saulpos-$ENV"
+  if [[ ! -e "$env_file" ]]; then
+    say "next: $ENV has no saulpos.env yet, and the server needs it first: copy the example, readable by its owner only,
+  \$ install -m 600 $payload_dir/saulpos.env.example $env_file
+then set the database and the smoke user in it (see its comments), create them (docs/runbooks/deploy.md), and start $VERSION:
+  \$ $payload_dir/run.sh start
+  (or with systemd: sudo systemctl enable --now $payload_dir/$unit.service)
 then check it:
-  curl -sSf $url/actuator/health"
+  \$ curl -sSf $url/actuator/health"
+  elif command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
+    say "next: systemd runs the release before; restart it to run $VERSION:
+  \$ sudo systemctl restart $unit
+then check it:
+  \$ curl -sSf $url/actuator/health"
+  elif "$payload_dir/run.sh" status >/dev/null 2>&1; then
+    say "next: the server runs the release before; restart it to run $VERSION:
+  \$ $payload_dir/run.sh restart
+then check it:
+  \$ curl -sSf $url/actuator/health"
+  else
+    say "next: start $VERSION (the server is not running):
+  \$ $payload_dir/run.sh start
+  (or with systemd: sudo systemctl enable --now $payload_dir/$unit.service)
+then check it:
+  \$ curl -sSf $url/actuator/health"
+  fi
 }
 
 main "$@"

@@ -5,6 +5,8 @@
 set -euo pipefail
 
 ENV="@ENV@"
+# The database of saulpos.env, once read_database has read it.
+db_host='' db_port='' db_name='' db_user=''
 
 # @COMMON@
 
@@ -29,8 +31,9 @@ Options:
                     smoke checks pass; fails, saying why, if not
   --restart-command COMMAND
                     with --restart: the command that restarts the service (sh, in this folder)
-  --health-timeout SECONDS
-                    with --restart: how long the release may take to be UP (default 60)
+  --health-timeout DURATION
+                    with --restart: how long the release may take to be UP: 60s, 2m or
+                    plain seconds (default 60s)
   --health-url URL  with --restart: where the server answers, http://host:port (default
                     http://127.0.0.1:<SAULPOS_SERVER_PORT of saulpos.env, else 8080>)
   -h, --help        print this help
@@ -60,7 +63,7 @@ main() {
   check_gate_options
   need_cmd sha256sum flock sort paste stat readlink mv ln id sync
   local dir
-  dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+  dir="$(script_dir)"
   [[ -d "$dir/releases" ]] || err "$dir holds no releases; install one with install.sh first"
   take_lock "$dir" "rollback"
   live="$(live_version "$dir")"
@@ -102,20 +105,59 @@ main() {
     say "release $target checks out (files re-verified); nothing was switched (--check)"
     return 0
   fi
+  # Forward when the target is the newer release (back to it after a rollback).
+  local direction=back newest
+  newest="$(printf '%s\n%s\n' "$live" "$target" | sort -V | tail -n 1)"
+  [[ -z "$live" || "$newest" != "$target" ]] || direction=forward
+  # Whether `cargo xtask rollback --with-data` put the data of $target back just before this.
+  local restored=false last=''
+  [[ ! -f "$dir/history.log" ]] || last="$(tail -n 1 -- "$dir/history.log")"
+  [[ "$last" == '{"action":"restore",'* && "$last" == *"\"from\":\"$live\""* && "$last" == *"\"to\":\"$target\""* ]] && restored=true
   switch_to "$dir" "$target"
   record "$dir" rollback "$live" "$target" "$reason"
   url="$(health_url "$dir")"
-  say "rolled $ENV back from ${live:-none} to $target (files re-verified)"
+  say "rolled $ENV $direction from ${live:-none} to $target (files re-verified)"
   if [[ "$restart" == true ]]; then
     gate "$dir" "$target" "$restart_command" "$health_timeout" ||
       err "$target is live again but failed its health gate at $url; see the problems above"
-    say "next, only if the schema or data must go back too: restore the backup taken before ${live:-it} was deployed (docs: restore runbook)"
+    data_steps "$dir" "$live" "$target" "$restored" "$url"
     return 0
   fi
-  say "next:
-  1. restart: sudo systemctl restart saulpos-$ENV   (or stop it and run $dir/run.sh)
-  2. check:   curl -sSf $url/actuator/health
-  3. only if the schema or data must go back too: restore the backup taken before ${live:-it} was deployed (docs: restore runbook)"
+  start_hint "$dir"
+  say "next: restart the server to run $target, then check it:
+  \$ $REPLY
+  \$ curl -sSf $url/actuator/health"
+  data_steps "$dir" "$live" "$target" "$restored" "$url"
+}
+
+# What to say of the data after a switch from $2 to $3: that it went back already, or the
+# commands that put back the backup taken before $2 was deployed (the data of $3), with its
+# real paths; nothing when there is none (a roll forward, or no backup taken).
+data_steps() {
+  local dir="$1" live="$2" target="$3" restored="$4" url="$5" line file='' index
+  local -a lines=()
+  if [[ "$restored" == true ]]; then
+    say "the data of $target is back too: it was restored before the switch"
+    return 0
+  fi
+  [[ -n "$live" && -f "$dir/history.log" ]] || return 0
+  mapfile -t lines <"$dir/history.log"
+  for ((index = ${#lines[@]} - 1; index >= 0; index--)); do
+    line="${lines[index]}"
+    [[ "$line" == '{"action":"deploy",'* && "$line" == *"\"to\":\"$live\""* ]] || continue
+    [[ "$line" == *"\"from\":\"$target\""* && "$line" =~ \"backup\":\"([^\"]*)\" ]] && file="${BASH_REMATCH[1]}"
+    break
+  done
+  [[ -n "$file" && -f "$file" ]] || return 0
+  if ! read_database "$dir"; then
+    say "only if the data must go back too: $file holds it as it was before $live was deployed (the data of $target); restore it as docs/runbooks/restore.md says"
+    return 0
+  fi
+  say "only if the data must go back too (the backup taken before $live was deployed holds the data of $target): stop the server, restore it (the data now is kept under a dated name), start it:
+  \$ $dir/run.sh stop
+  \$ cargo xtask restore $db_host $db_port $db_name $db_user $file $file.sha256
+  \$ $dir/run.sh start
+  \$ curl -sSf $url/actuator/health"
 }
 
 main "$@"

@@ -5,7 +5,9 @@
 # the unit's EnvironmentFile= reads saulpos.env.
 set -euo pipefail
 
-here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+# This script's folder, however it was started (a symlink, a relative path, from any folder).
+self="$(readlink -f -- "${BASH_SOURCE[0]}")"
+here="$(cd -- "${self%/*}" && pwd -P)"
 env_file="${SAULPOS_ENV_FILE:-$here/saulpos.env}"
 pid_file="$here/saulpos.pid"
 log_file="${SAULPOS_LOG_FILE:-$here/logs/saulpos.log}"
@@ -60,17 +62,46 @@ running_pid() {
   printf '%s' "$pid"
 }
 
+# The version the process $1 runs, from the binary the kernel started (/proc/<pid>/exe, not the
+# `current` link, which an install may have moved since); empty when it cannot be read.
+running_version() {
+  local exe
+  exe="$(readlink -- "/proc/$1/exe" 2>/dev/null || true)"
+  [[ "$exe" == "$here/releases/"*/bin/saulpos-server* ]] || return 0
+  exe="${exe#"$here/releases/"}"
+  printf '%s' "${exe%%/*}"
+}
+
+# The version `current` points at.
+live_version() {
+  local target
+  target="$(readlink -- "$here/current" 2>/dev/null || true)"
+  printf '%s' "${target##*/}"
+}
+
 status() {
-  local pid
+  local pid running live
+  live="$(live_version)"
   if pid="$(running_pid)"; then
-    say "running (pid $pid): $(readlink -- "$here/current" 2>/dev/null || echo '?')"
+    running="$(running_version "$pid")"
+    if [[ -z "$running" ]]; then
+      say "running (pid $pid); which release it runs cannot be read from /proc/$pid/exe (run status as the server's user); live: ${live:-none}"
+    elif [[ "$running" == "$live" ]]; then
+      say "running (pid $pid): $running (releases/$running, the live release)"
+    else
+      say "running (pid $pid): $running; ${live:-no release} is installed but not running: $here/run.sh restart"
+    fi
     return 0
   fi
   if [[ -f "$pid_file" ]]; then
-    say "not running (stale pid file $pid_file, process $(head -c 20 -- "$pid_file") is gone)"
+    say "not running (stale pid file $pid_file, process $(head -c 20 -- "$pid_file") is gone); live: ${live:-none}"
     return 1
   fi
-  say "not running"
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "saulpos-@ENV@" 2>/dev/null; then
+    say "not started by run.sh; systemd runs it: systemctl status saulpos-@ENV@; live: ${live:-none}"
+    return 0
+  fi
+  say "not running; live: ${live:-none} (start it: $here/run.sh start)"
   return 3
 }
 
@@ -99,8 +130,8 @@ start() {
       return 1
     fi
     fresh="$(tail -c +"$((size + 1))" -- "$log_file" 2>/dev/null || true)"
-    if [[ "$fresh" == *"listening on http://"* ]]; then
-      say "started (pid $pid), listening; logs go to $log_file"
+    if [[ "$fresh" =~ listening\ on\ (http://[^[:space:]]+) ]]; then
+      say "started (pid $pid): $(live_version), listening on ${BASH_REMATCH[1]}; logs go to $log_file"
       return 0
     fi
     sleep 0.1
@@ -172,6 +203,12 @@ run() {
     exec > >(tee -p -a -- "$log_file") 2>&1
   fi
 
+  # Started by hand in the foreground, it is still the server status, stop and restart see:
+  # exec keeps this pid. (systemd keeps its own.)
+  if [[ -z "${INVOCATION_ID:-}" ]] && ! running_pid >/dev/null; then
+    printf '%s\n' "$$" >"$pid_file.partial-$$"
+    mv -f -- "$pid_file.partial-$$" "$pid_file"
+  fi
   # exec: the server takes this process's place, so SIGTERM reaches it directly.
   exec "$binary" "$@"
 }

@@ -24,7 +24,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
     }
     let deploy = |dest: &std::path::Path, version: &str| {
         flags::Deploy {
-            env: "staging".to_owned(),
+            env: flags::Env::Staging,
             version: version.to_owned(),
             destinations: vec![dest.display().to_string()],
             fleet: flags::FleetArgs::local(),
@@ -61,7 +61,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
         deploy(&dest, "0.0.0-bench.2")?;
         let ((), took) = timed(|| {
             flags::Rollback {
-                env: "staging".to_owned(),
+                env: flags::Env::Staging,
                 destinations: vec![dest.display().to_string()],
                 fleet: flags::FleetArgs::local(),
                 health_timeout: std::time::Duration::from_secs(60),

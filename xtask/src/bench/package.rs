@@ -235,11 +235,19 @@ pub fn run(sh: &Shell, flags: &flags::BenchPackage) -> anyhow::Result<Vec<Row>> 
             format!("SBOM written + provenance + 4 signatures (median of {runs})"),
             seconds(trust),
         ),
-        Row::goal(
+        Row::figure(
             "SBOM + provenance + signatures / archive step",
             format!("{:.1} %", trust.as_secs_f64() / ours.as_secs_f64() * 100.0),
-            "< 5 %",
-            trust.as_secs_f64() / ours.as_secs_f64() < 0.05,
+        ),
+        // A person waits for the whole package, not for the archive step alone.
+        Row::goal(
+            "SBOM + provenance + signatures / whole package",
+            format!(
+                "{:.2} %",
+                trust.as_secs_f64() / second.as_secs_f64() * 100.0
+            ),
+            "<= 1 %",
+            trust.as_secs_f64() / second.as_secs_f64() <= 0.01,
         ),
     ])
 }

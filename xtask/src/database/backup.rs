@@ -68,7 +68,7 @@ impl flags::Backup {
         );
         eprintln!("checksum: {}", checksum_path.display());
         let removed = match self.keep {
-            Some(keep) => prune(&self.backup_dir, &stem, keep)?,
+            Some(keep) => prune(&self.backup_dir, &stem, keep.into())?,
             None => Vec::new(),
         };
         for path in &removed {

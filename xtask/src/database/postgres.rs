@@ -43,7 +43,22 @@ impl Server {
     /// Runs SQL through `psql` on `database`, with `vars` set as psql variables (use `:"name"`
     /// for identifiers and `:'name'` for literals); returns the unaligned output.
     pub fn psql(&self, database: &str, sql: &str, vars: &[(&str, &str)]) -> anyhow::Result<String> {
+        self.psql_as(database, sql, vars, None)
+    }
+
+    /// [`Server::psql`] with this password in psql's environment (PGPASSWORD), never its
+    /// command line.
+    pub fn psql_as(
+        &self,
+        database: &str,
+        sql: &str,
+        vars: &[(&str, &str)],
+        password: Option<&str>,
+    ) -> anyhow::Result<String> {
         let mut command = tool("psql")?;
+        if let Some(password) = password {
+            command.env("PGPASSWORD", password);
+        }
         command
             .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
             .args(self.args(database));

@@ -10,7 +10,8 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::deploy::payload::Payload;
+use crate::database::postgres;
+use crate::deploy::installation::Installation;
 use crate::release::checksum;
 use crate::util::env_file;
 
@@ -24,9 +25,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// The database of the payload's `saulpos.env`, if it names one (with its user).
-    pub fn of(payload: &Payload) -> Option<Connection> {
-        let text = fs::read_to_string(payload.dir.join("saulpos.env")).ok()?;
+    /// The database of the installed folder's `saulpos.env`, if it names one (with its user).
+    pub fn of(installation: &Installation) -> Option<Connection> {
+        let text = fs::read_to_string(installation.dir.join("saulpos.env")).ok()?;
         let database = env_file::database(&text)?;
         let username =
             env_file::value(&text, "SAULPOS_DB_USERNAME").filter(|name| !name.is_empty())?;
@@ -55,6 +56,35 @@ impl Connection {
             command.env("PGPASSWORD", password);
         }
         Ok(command)
+    }
+
+    /// The databases restores kept of this one under dated names (`<name>_before_<UTC time>`),
+    /// oldest first, as the server lists them now.
+    pub fn kept_databases(&self) -> anyhow::Result<Vec<String>> {
+        let server = postgres::Server {
+            host: self.host.clone(),
+            port: self.port.parse().context("the port of SAULPOS_DB_URL")?,
+            username: self.username.clone(),
+        };
+        let prefix = postgres::identifier_with_suffix(&self.name, "_before_20260101T000000Z");
+        let prefix = &prefix[..prefix.len() - "_before_20260101T000000Z".len()];
+        let rows = server.psql_as(
+            "postgres",
+            "SELECT datname FROM pg_database WHERE left(datname, length(:'prefix')) = :'prefix' \
+             AND substr(datname, length(:'prefix') + 1) ~ '^_before_[0-9]{8}T[0-9]{6}Z$' \
+             ORDER BY datname",
+            &[("prefix", prefix)],
+            self.password.as_deref(),
+        )?;
+        Ok(rows.lines().map(str::to_owned).collect())
+    }
+
+    /// The command that drops a kept database, with this connection's host, port and user.
+    pub fn drop_command(&self, database: &str) -> String {
+        format!(
+            "psql -h {} -p {} -U {} -d postgres -c 'DROP DATABASE \"{database}\"'",
+            self.host, self.port, self.username
+        )
     }
 
     pub fn describe(&self) -> String {
@@ -127,20 +157,24 @@ pub fn check(taken: &Taken) -> anyhow::Result<()> {
 }
 
 /// The safe restore of `cargo xtask restore` (checksum, scratch database, swap, the old one
-/// kept), with its confirmation unless `yes`.
-pub fn restore(connection: &Connection, taken: &Taken, yes: bool) -> anyhow::Result<()> {
+/// kept), always confirmed (`--yes`: the caller asked first); the name the data before was kept
+/// under, if there was any.
+pub fn restore(connection: &Connection, taken: &Taken) -> anyhow::Result<Option<String>> {
     let mut command = connection.xtask("restore")?;
-    command.arg(&taken.file).arg(taken.checksum_file());
-    if yes {
-        command.arg("--yes");
-    }
-    let status = command.status().context("cannot run the restore")?;
-    if !status.success() {
+    command
+        .arg(&taken.file)
+        .arg(taken.checksum_file())
+        .args(["--yes", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    let output = command.output().context("cannot run the restore")?;
+    if !output.status.success() {
         bail!(
             "the restore of {} into {} failed (see above)",
             taken.file.display(),
             connection.describe()
         );
     }
-    Ok(())
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    Ok(summary["previous_database"].as_str().map(str::to_owned))
 }

@@ -155,7 +155,7 @@ impl flags::Restore {
             &scratch.name,
             &self.backup_file,
             &entries,
-            self.jobs,
+            self.jobs.into(),
             started,
         );
         // The checksum first: a damaged dump is reported as such, and never swapped in.

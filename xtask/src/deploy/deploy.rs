@@ -34,7 +34,7 @@ impl flags::Deploy {
             }
             (given, _) => given.clone(),
         };
-        let mut fleet = Fleet::new(&self.env, destinations, &self.fleet)?;
+        let mut fleet = Fleet::new(self.env, destinations, &self.fleet)?;
         // A rollout gates every host; one folder is restarted and gated when asked.
         fleet.restart = rollout || self.restart;
         fleet.health_timeout = self.health_timeout;
@@ -44,7 +44,7 @@ impl flags::Deploy {
             fleet: &fleet,
             version: &self.version,
             dist: self.dist.clone().unwrap_or_else(dist::root),
-            keep: self.keep,
+            keep: self.keep.into(),
             reason: self.reason.clone(),
             allowed_signers,
             backup_args: self.backup_args(),

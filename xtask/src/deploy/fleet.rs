@@ -13,9 +13,9 @@ use anyhow::bail;
 use serde_json::{Value, json};
 
 use crate::deploy::destination::Destination;
-use crate::deploy::payload::ENVIRONMENTS;
+use crate::deploy::payload::Payload;
 use crate::deploy::remote::{Connector, Held, Ran};
-use crate::deploy::shipped::Shipped;
+use crate::flags::Env;
 use crate::release::{checksum, dist, payload_files, signature, verify};
 use crate::util::interrupt::Interrupt;
 
@@ -134,17 +134,11 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(
-        env: &str,
+        env: Env,
         destinations: Vec<Destination>,
         args: &crate::flags::FleetArgs,
     ) -> anyhow::Result<Fleet> {
         let (ssh_config, batch) = (args.ssh_config.clone(), args.batch);
-        if !ENVIRONMENTS.contains(&env) {
-            bail!(
-                "unknown environment {env:?}; use one of: {}",
-                ENVIRONMENTS.join(", ")
-            );
-        }
         if batch == 0 {
             bail!("--batch 0 would deploy to no host; give 1 or more");
         }
@@ -156,10 +150,10 @@ impl Fleet {
             });
         }
         Ok(Fleet {
-            env: env.to_owned(),
+            env: env.name().to_owned(),
             destinations: absolute,
             connector: Connector::new(ssh_config)?,
-            batch,
+            batch: batch.into(),
             restart: true,
             health_timeout: Duration::from_secs(60),
             health_url: None,
@@ -341,7 +335,7 @@ impl Rollout<'_> {
             // Refuses a file that is not there (the folder argument is only for the default).
             signature::allowed_signers(self.allowed_signers.as_deref(), &release_dir)?;
         }
-        let shipped = Shipped::open(
+        let shipped = Payload::open(
             &release_dir,
             &fleet.env,
             &version,
@@ -364,7 +358,7 @@ impl Rollout<'_> {
         }
         let payload_name = payload_files::payload_archive_name(&fleet.env, &version);
         let payload_path = release_dir.join(&payload_name);
-        // Shipped::open checked the payload against its .sha256: that digest is the payload's.
+        // Payload::open checked the payload against its .sha256: that digest is the payload's.
         let (payload_sha, _) = checksum::read(&release_dir.join(format!("{payload_name}.sha256")))?;
         let payload_size = std::fs::metadata(&payload_path)?.len();
         let interrupt = Interrupt::catch()?;

@@ -1,4 +1,4 @@
-//! `cargo xtask health --url URL`: poll `/actuator/health` until UP (and the version matches, if
+//! `cargo xtask health [--url URL | --env-file FILE]`: poll `/actuator/health` until UP (and the version matches, if
 //! asked); print the final JSON; on timeout, fail with the last status or error.
 
 use std::time::{Duration, Instant};
@@ -11,7 +11,11 @@ use crate::flags;
 
 impl flags::Health {
     pub fn run(self) -> anyhow::Result<()> {
-        let base = BaseUrl::parse(&self.url)?.with_cacert(self.cacert.clone())?;
+        let base = BaseUrl::from_flags(
+            self.url.as_deref(),
+            self.env_file.as_deref(),
+            self.cacert.clone(),
+        )?;
         let waited = wait_up(
             &base,
             self.expect_version.as_deref(),
@@ -50,6 +54,8 @@ pub struct Up {
 /// The server was not UP in time: the last thing it said (or the error reaching it).
 pub struct NotUp {
     pub what: String,
+    /// The time it was given, as the user wrote it.
+    pub timeout: Duration,
     pub last: String,
     pub seconds: f64,
 }
@@ -58,8 +64,11 @@ impl std::fmt::Display for NotUp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} within {:.1}s; last: {}",
-            self.what, self.seconds, self.last
+            "{} within {} (waited {:.1}s); last: {}",
+            self.what,
+            crate::flags::show_duration(self.timeout),
+            self.seconds,
+            self.last
         )
     }
 }
@@ -101,10 +110,12 @@ pub fn wait_up(
                 last = message;
             }
         }
-        if Instant::now() + interval >= deadline {
+        // The last poll is at the deadline, so the whole time given is waited.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             break;
         }
-        std::thread::sleep(interval);
+        std::thread::sleep(interval.min(left));
     }
     Err(NotUp {
         what: format!(
@@ -116,6 +127,7 @@ pub fn wait_up(
             }
         ),
         last,
+        timeout,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -7,11 +7,13 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+use crate::util::env_file;
 
 /// Where the server answers: `http[s]://host[:port][/prefix]`.
 #[derive(Clone, Debug)]
@@ -25,6 +27,29 @@ pub struct BaseUrl {
 }
 
 impl BaseUrl {
+    /// `--url` when given, else where the server of `--env-file` answers on this host
+    /// (`http://127.0.0.1:<SAULPOS_SERVER_PORT>`, 8080 without one), with `--cacert`.
+    pub fn from_flags(
+        url: Option<&str>,
+        env_file: Option<&Path>,
+        cacert: Option<PathBuf>,
+    ) -> anyhow::Result<BaseUrl> {
+        let url = match (url, env_file) {
+            (Some(url), _) => url.to_owned(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "--env-file {}: cannot read it; give the environment's saulpos.env",
+                        path.display()
+                    )
+                })?;
+                env_file::local_url(&text)
+            }
+            (None, None) => "http://127.0.0.1:8080".to_owned(),
+        };
+        BaseUrl::parse(&url)?.with_cacert(cacert)
+    }
+
     pub fn parse(text: &str) -> anyhow::Result<BaseUrl> {
         let hint =
             "give the server's base URL, e.g. http://localhost:8080 or https://pos.example.com";

@@ -1,259 +1,173 @@
-//! The deploy payload `<dest>/saulpos-<env>/`: its layout, the `current` link to the live
-//! release (switched by install.sh and rollback.sh), the lock that keeps two deploys apart,
-//! and the history.
-//!
-//! ```text
-//! saulpos-<env>/
-//!   run.sh                   starts the live release (from the payload)
-//!   rollback.sh              goes back without cargo (from the payload)
-//!   saulpos.env.example      every variable, with a comment
-//!   saulpos.env              the operator's copy (never written by deploy)
-//!   saulpos-<env>.service    the systemd unit
-//!   current -> releases/<v>  the live release
-//!   manifest.txt, manifest.json -> current/...
-//!   releases/<v>/            bin/, config/, README.md, manifest.*, the archive's .sha256
-//!   logs/                    saulpos.log when run.sh is started by hand
-//!   history.log              one JSON object per line: time, user, action, from, to, reason
-//!   deploy.lock              flock(2)ed by every deploy, install.sh, rollback and rollback.sh
-//! ```
+//! A payload as it ships, `dist/<version>/saulpos-<env>-<version>.tar.gz`: checked against its
+//! `.sha256` (and `SHA256SUMS`), read whole, every entry checked against the files a payload
+//! holds and against the payload's own `SHA256SUMS` (its signature too, when allowed signers are
+//! given), and its release laid out in a temporary folder for `verify::check_release`.
 
-use std::fs::{self, OpenOptions, TryLockError};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::path::Path;
 
 use anyhow::{Context, bail};
-use semver::Version;
-use serde_json::{Value, json};
+use tar::EntryType;
 
-use crate::util::{env_file, utc};
+use crate::release::manifest::{self, Manifest};
+use crate::release::payload_files;
+use crate::release::{checksum, signature, verify};
+use crate::util::durable::{self, StagingDir};
 
-pub use crate::release::payload_files::ENVIRONMENTS;
-pub const HISTORY: &str = "history.log";
-const LOCK: &str = "deploy.lock";
-
-/// A payload folder for one environment.
+/// A payload read and checked: its files by name, and its release in a temporary folder.
 pub struct Payload {
-    pub env: String,
-    pub dir: PathBuf,
+    files: BTreeMap<String, Vec<u8>>,
+    pub manifest: Manifest,
+    /// The server archive, its `.sha256` and the manifests, as `verify` expects a release.
+    release: StagingDir,
+    /// Who signed it, as ssh-keygen says it, when allowed signers were given.
+    pub signer: Option<String>,
 }
 
 impl Payload {
-    /// The payload of `env` under `dest`; refuses an unknown environment.
-    pub fn new(env: &str, dest: &Path) -> anyhow::Result<Payload> {
-        if !ENVIRONMENTS.contains(&env) {
+    /// Reads the payload of `env` from the release folder and checks it whole; writes nothing
+    /// but a temporary folder outside any destination.
+    pub fn open(
+        release_dir: &Path,
+        env: &str,
+        version: &str,
+        allowed_signers: Option<&Path>,
+    ) -> anyhow::Result<Payload> {
+        let name = payload_files::payload_archive_name(env, version);
+        let path = release_dir.join(&name);
+        if !path.is_file() {
             bail!(
-                "unknown environment {env:?}; use one of: {}",
-                ENVIRONMENTS.join(", ")
+                "{} has no payload {name}: it was packaged before payloads existed, or is incomplete; package the version again",
+                release_dir.display()
             );
         }
-        let folder_name = dest
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned());
-        if let Some(other) = folder_name
-            .as_deref()
-            .and_then(|name| name.strip_prefix("saulpos-"))
-            .filter(|other| ENVIRONMENTS.contains(other))
-        {
+        let problems = verify::check_payload_checksums(release_dir, &name);
+        if !problems.is_empty() {
+            for problem in &problems {
+                eprintln!("problem: {problem}");
+            }
             bail!(
-                "refused: {} is the folder of the {other} environment; give the folder above it ({}); nothing was changed",
-                dest.display(),
-                dest.parent().unwrap_or(Path::new("/")).display()
+                "refused: {} does not match its checksum (damaged or replaced); package it again or download it again",
+                path.display()
             );
         }
-        if dest.join("current").exists() || dest.join(HISTORY).exists() {
-            bail!(
-                "refused: {} holds an environment's release (current, history.log); give the folder above it; nothing was changed",
-                dest.display()
-            );
-        }
-        Ok(Payload {
-            env: env.to_owned(),
-            dir: dest.join(format!("saulpos-{env}")),
-        })
-    }
-
-    /// The payload of `env` under `dest`, which must have been deployed to.
-    pub fn existing(env: &str, dest: &Path) -> anyhow::Result<Payload> {
-        let payload = Payload::new(env, dest)?;
-        if !payload.dir.is_dir() {
-            bail!(
-                "{} does not exist: nothing was deployed for {env} under {}; deploy with `cargo xtask deploy {env} <version> {}`",
-                payload.dir.display(),
-                dest.display(),
-                dest.display()
-            );
-        }
-        Ok(payload)
-    }
-
-    pub fn releases(&self) -> PathBuf {
-        self.dir.join("releases")
-    }
-
-    pub fn release(&self, version: &str) -> PathBuf {
-        self.releases().join(version)
-    }
-
-    /// `http://127.0.0.1:<port>`, the port from saulpos.env's SAULPOS_SERVER_PORT (else 8080):
-    /// where the server of this payload answers on its own host.
-    pub fn health_url(&self) -> String {
-        let text = fs::read_to_string(self.dir.join("saulpos.env")).unwrap_or_default();
-        let port =
-            env_file::value(&text, "SAULPOS_SERVER_PORT").unwrap_or_else(|| "8080".to_owned());
-        format!("http://127.0.0.1:{port}")
-    }
-
-    pub fn service_name(&self) -> String {
-        format!("saulpos-{}", self.env)
-    }
-
-    /// The live version: where `current` points.
-    pub fn live(&self) -> Option<String> {
-        let target = fs::read_link(self.dir.join("current")).ok()?;
-        Some(target.file_name()?.to_string_lossy().into_owned())
-    }
-
-    /// The versions kept under `releases/`, oldest first (by semver).
-    pub fn kept(&self) -> Vec<Version> {
-        let mut versions: Vec<Version> = fs::read_dir(self.releases())
+        let top = payload_files::payload_name(env, version);
+        let files = read_entries(&path, &top).with_context(|| {
+            format!(
+                "refused: {} is not a payload this release can hold",
+                path.display()
+            )
+        })?;
+        let manifest_text = files
+            .get(manifest::JSON_NAME)
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+            .context("refused: the payload holds no manifest.json")?;
+        let manifest = Manifest::from_json(&manifest_text)?;
+        let archive = manifest.archive.name.clone();
+        let mut expected: Vec<String> = payload_files::generated(env, version, &archive)
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|entry| Version::parse(&entry.file_name().to_string_lossy()).ok())
+            .map(|file| file.name)
+            .chain(payload_files::core_files(version, &archive))
+            .chain([signature::SUMS.to_owned()])
             .collect();
-        versions.sort();
-        versions
-    }
-
-    /// The history, oldest first; lines that are not JSON are skipped.
-    pub fn history(&self) -> Vec<Value> {
-        fs::read_to_string(self.dir.join(HISTORY))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
-    }
-
-    /// The release that was live before the live one: the `from` of the last switch to it.
-    pub fn previous(&self) -> Option<String> {
-        let live = self.live()?;
-        self.history().iter().rev().find_map(|event| {
-            let from = event["from"].as_str()?;
-            (event["to"] == live.as_str() && from != live && self.release(from).is_dir())
-                .then(|| from.to_owned())
-        })
-    }
-
-    /// Appends one event with its fields (a restore's backup, say) to the history and syncs
-    /// it; the keys come out sorted.
-    pub fn record_with(
-        &self,
-        action: &str,
-        from: Option<&str>,
-        to: &str,
-        reason: Option<&str>,
-        extra: Vec<(&str, Value)>,
-    ) -> anyhow::Result<()> {
-        let mut event = json!({
-            "time": utc::rfc3339(utc::now()),
-            "user": user(),
-            "action": action,
-            "from": from,
-            "to": to,
-            "reason": reason,
-        });
-        for (key, value) in extra {
-            event[key] = value;
+        if files.contains_key(signature::SIG) {
+            expected.push(signature::SIG.to_owned());
         }
-        let path = self.dir.join(HISTORY);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        writeln!(file, "{event}")
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot append to {}", path.display()))
-    }
-
-    /// Takes the payload's lock for `action`, or says who holds it. The lock is the kernel's
-    /// (flock on `deploy.lock`, as install.sh and rollback.sh take it), so it ends with the
-    /// process however that ends; the holder's details are written after it is taken, only for
-    /// the message another run prints.
-    pub fn lock(&self, action: &str) -> anyhow::Result<Lock> {
-        fs::create_dir_all(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))?;
-        let path = self.dir.join(LOCK);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let text = fs::read_to_string(&path).unwrap_or_default();
-                let field = |name: &str| {
-                    text.lines()
-                        .find_map(|line| line.strip_prefix(&format!("{name}=")))
-                        .unwrap_or("?")
-                        .to_owned()
-                };
+        expected.sort();
+        let found: Vec<String> = files.keys().cloned().collect();
+        if found != expected {
+            bail!(
+                "refused: {} holds {} where a payload holds {}; package it again",
+                path.display(),
+                found.join(", "),
+                expected.join(", ")
+            );
+        }
+        // Its own SHA256SUMS lists every other file it holds, each with its hash.
+        let sums = String::from_utf8_lossy(&files[signature::SUMS]).into_owned();
+        let listed = verify::sums_lines(&sums);
+        for (name, bytes) in &files {
+            if name == signature::SUMS || name == signature::SIG {
+                continue;
+            }
+            let digest = checksum::sha256_hex(bytes);
+            if !listed
+                .iter()
+                .any(|(sum, listed_name)| listed_name == name && *sum == digest)
+            {
                 bail!(
-                    "{} is locked: {} by {} (pid {}) since {} holds it; wait for it to finish and run again",
-                    self.dir.display(),
-                    field("action"),
-                    field("user"),
-                    field("pid"),
-                    field("since")
+                    "refused: {name} in {} does not match the payload's {}; nothing was changed",
+                    path.display(),
+                    signature::SUMS
                 );
             }
-            Err(TryLockError::Error(error)) => {
-                return Err(error).with_context(|| format!("cannot lock {}", path.display()));
-            }
         }
-        let holder = format!(
-            "pid={}\nuser={}\naction={action}\nsince={}\n",
-            std::process::id(),
-            user(),
-            utc::rfc3339(utc::now())
-        );
-        file.set_len(0)
-            .and_then(|()| file.write_all(holder.as_bytes()))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(Lock { _file: file })
+        let release = StagingDir::new(&std::env::temp_dir().join(format!("saulpos-{top}")))?;
+        let mut kept = payload_files::core_files(version, &archive);
+        kept.push(signature::SUMS.to_owned());
+        if files.contains_key(signature::SIG) {
+            kept.push(signature::SIG.to_owned());
+        }
+        for name in &kept {
+            durable::write(&release.path().join(name), &files[name])?;
+        }
+        let signer = match allowed_signers {
+            Some(allowed) => Some(
+                signature::verify(
+                    &release.path().join(signature::SUMS),
+                    &release.path().join(signature::SIG),
+                    allowed,
+                )
+                .with_context(|| format!("refused: {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Payload {
+            files,
+            manifest,
+            release,
+            signer,
+        })
+    }
+
+    /// The folder holding the payload's release (archive, `.sha256`, manifests).
+    pub fn release_dir(&self) -> &Path {
+        self.release.path()
+    }
+
+    /// The bytes of one of the payload's files.
+    pub fn file(&self, name: &str) -> &[u8] {
+        &self.files[name]
     }
 }
 
-/// Held while a deploy or rollback runs; the kernel releases it when the file is closed.
-pub struct Lock {
-    _file: fs::File,
-}
-
-/// Who is acting, for the history and the lock.
-pub fn user() -> String {
-    ["SUDO_USER", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
-        .unwrap_or_else(uid_name)
-}
-
-/// The name of this process's user in /etc/passwd (as `id -un` says it), or `uid N`.
-fn uid_name() -> String {
-    use std::os::unix::fs::MetadataExt;
-    let uid = fs::metadata("/proc/self").map(|meta| meta.uid()).ok();
-    let Some(uid) = uid else {
-        return "unknown".to_owned();
-    };
-    fs::read_to_string("/etc/passwd")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split(':');
-            let name = fields.next()?;
-            (fields.nth(1)? == uid.to_string()).then(|| name.to_owned())
-        })
-        .unwrap_or_else(|| format!("uid {uid}"))
+/// Every file of the payload under `top/`, by name; anything else (another folder, a link, a
+/// device, a nested path) is refused.
+fn read_entries(path: &Path, top: &str) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
+    let mut files = BTreeMap::new();
+    for entry in archive.entries().context("cannot read the payload")? {
+        let mut entry = entry.context("the payload is damaged")?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let name = raw.trim_end_matches('/');
+        let kind = entry.header().entry_type();
+        if name == top && kind == EntryType::Directory {
+            continue;
+        }
+        let Some(file_name) = name.strip_prefix(&format!("{top}/")) else {
+            bail!("its entry {raw:?} is outside {top}/");
+        };
+        if file_name.contains('/') || file_name.starts_with('.') || kind != EntryType::Regular {
+            bail!("its entry {raw:?} is not a plain file at {top}/");
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("the payload is damaged inside {raw}"))?;
+        files.insert(file_name.to_owned(), bytes);
+    }
+    Ok(files)
 }

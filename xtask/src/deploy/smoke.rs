@@ -1,4 +1,5 @@
-//! `cargo xtask smoke --url URL`: the card's smoke checks, one line each with its time.
+//! `cargo xtask smoke [--url URL] [--env-file FILE]`: the smoke checks, one line each with its
+//! time.
 //! They log in as the smoke user first and out at the end. In `dev` they use the demo catalogue;
 //! in `staging` and `prod` they need no data (the 404 path and, outside `prod`, a dry-run
 //! refused for an unknown SKU). Nothing is written but the token, which logout ends.
@@ -26,7 +27,11 @@ const MISSING_SKU: &str = "SMOKE-CHECK-NO-SUCH-SKU";
 
 impl flags::Smoke {
     pub fn run(self) -> anyhow::Result<()> {
-        let base = BaseUrl::parse(&self.url)?.with_cacert(self.cacert.clone())?;
+        let base = BaseUrl::from_flags(
+            self.url.as_deref(),
+            self.env_file.as_deref(),
+            self.cacert.clone(),
+        )?;
         let credentials = self.credentials()?;
         let mut token: Option<String> = None;
         let mut results = Vec::new();
@@ -184,14 +189,14 @@ impl flags::Smoke {
                     json!({"check": result.name, "passed": result.passed, "detail": result.detail, "ms": result.millis})
                 })
                 .collect();
-            let out = json!({"url": self.url, "profile": profile, "passed": failed == 0, "checks": checks});
+            let out = json!({"url": base.show(""), "profile": profile, "passed": failed == 0, "checks": checks});
             println!("{out}");
         }
         if failed > 0 {
             bail!(
                 "{failed} of {} smoke checks failed against {}",
                 results.len(),
-                self.url
+                base.show("")
             );
         }
         eprintln!("all {} smoke checks passed", results.len());

@@ -1,21 +1,24 @@
 //! `cargo xtask status <env> <dest>`: the live and previous releases, the releases kept, and
-//! the end of the deploy history.
+//! the release the server really runs (and what to do when it is not the live one), the
+//! databases restores kept aside, and the end of the deploy history.
 
 use serde_json::{Value, json};
 use xshell::Shell;
 
 use std::path::Path;
 
+use crate::database::predeploy::Connection;
 use crate::deploy::destination::Destination;
 use crate::deploy::fleet::{self, Fleet};
-use crate::deploy::payload::Payload;
+use crate::deploy::installation::Installation;
+use crate::deploy::service;
 use crate::flags;
 
 impl flags::Status {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
         let (destinations, rollout) = self.fleet.destinations(&self.destinations)?;
         if rollout {
-            let mut fleet = Fleet::new(&self.env, destinations, &self.fleet)?;
+            let mut fleet = Fleet::new(self.env, destinations, &self.fleet)?;
             fleet.health_url = self.health_url.clone();
             return fleet::status(&fleet, self.json);
         }
@@ -26,11 +29,15 @@ impl flags::Status {
     }
 
     fn run_local(self, given: &Path) -> anyhow::Result<()> {
-        let payload = Payload::existing(&self.env, given)?;
-        let live = payload.live();
-        let previous = payload.previous();
-        let kept: Vec<String> = payload.kept().iter().map(ToString::to_string).collect();
-        let history = payload.history();
+        let installation = Installation::existing(self.env, given)?;
+        let live = installation.live();
+        let previous = installation.previous();
+        let kept: Vec<String> = installation
+            .kept()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let history = installation.history();
         let recent: Vec<&Value> = history.iter().rev().take(self.history).rev().collect();
         // The backup taken before each deploy the history records, and whether it is still there.
         let backups: Vec<Value> = history
@@ -47,11 +54,20 @@ impl flags::Status {
                 })
             })
             .collect();
+        let running = service::report(&installation, live.as_deref());
+        let connection = Connection::of(&installation);
+        // The databases restores kept aside, as the server lists them now.
+        let kept_databases: Vec<String> = connection
+            .as_ref()
+            .and_then(|connection| connection.kept_databases().ok())
+            .unwrap_or_default();
         if self.json {
             let out = json!({
+                "running": running,
+                "kept_databases": kept_databases,
                 "backups": backups,
-                "env": payload.env,
-                "payload": payload.dir,
+                "env": installation.env,
+                "folder": installation.dir,
                 "live": live,
                 "previous": previous,
                 "kept": kept,
@@ -60,9 +76,10 @@ impl flags::Status {
             println!("{out}");
             return Ok(());
         }
-        println!("environment: {}", payload.env);
-        println!("payload:     {}", payload.dir.display());
+        println!("environment: {}", installation.env);
+        println!("folder:      {}", installation.dir.display());
         println!("live:        {}", live.as_deref().unwrap_or("none"));
+        println!("running:     {}", running_line(&running));
         println!("previous:    {}", previous.as_deref().unwrap_or("none"));
         println!("kept:        {}", kept.join(", "));
         println!("backups taken before deploys:");
@@ -82,11 +99,19 @@ impl flags::Status {
                 }
             );
         }
+        if let Some(connection) = &connection
+            && !kept_databases.is_empty()
+        {
+            println!("databases restores kept aside (drop each when no longer needed):");
+            for name in &kept_databases {
+                println!("  {name}:  {}", connection.drop_command(name));
+            }
+        }
         println!("history (last {}):", recent.len());
         for event in recent {
             let text = |key: &str| event[key].as_str().unwrap_or("-").to_owned();
             println!(
-                "  {}  {:<8} {:>10} -> {:<10} by {}{}",
+                "  {}  {:<8} {:>10} -> {:<10} by {}{}{}",
                 text("time"),
                 text("action"),
                 text("from"),
@@ -95,9 +120,39 @@ impl flags::Status {
                 event["reason"]
                     .as_str()
                     .map(|reason| format!(": {reason}"))
+                    .unwrap_or_default(),
+                event["kept_database"]
+                    .as_str()
+                    .map(|kept| format!(" (the data before kept as {kept})"))
                     .unwrap_or_default()
             );
         }
         Ok(())
+    }
+}
+
+/// What runs, in one line: the release the process runs, and the next step when it is not the
+/// live one.
+fn running_line(running: &Value) -> String {
+    let pid = running["pid"]
+        .as_u64()
+        .map(|pid| format!(" (pid {pid})"))
+        .unwrap_or_default();
+    let url = running["url"].as_str().unwrap_or("?");
+    let answer = match (
+        running["info_version"].as_str(),
+        running["info_error"].as_str(),
+    ) {
+        (Some(_), _) => format!(", answering at {url}"),
+        (None, Some(error)) => format!("; nothing answers at {url}: {error}"),
+        (None, None) => String::new(),
+    };
+    let what = match running["version"].as_str() {
+        Some(version) => format!("{version}{pid}{answer}"),
+        None => format!("unknown{pid}{answer}"),
+    };
+    match running["next"].as_str() {
+        Some(next) => format!("{what}; {next}"),
+        None => what,
     }
 }

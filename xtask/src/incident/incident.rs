@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use xshell::Shell;
 
 use crate::deploy::http::{self, BaseUrl};
-use crate::deploy::payload::Payload;
+use crate::deploy::installation::Installation;
 use crate::incident::redact::Redactor;
 use crate::release::archive::{self, Entry};
 use crate::release::checksum::{self, HashingWriter};
@@ -28,40 +28,48 @@ const COLLECTOR_TIMEOUT: Duration = Duration::from_secs(10);
 impl flags::Incident {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
-        let payload = Payload::new(&self.env, &self.dest)?;
+        let installation = Installation::new(self.env, &self.dest)?;
         let out_dir = self
             .out
             .clone()
-            .unwrap_or_else(|| payload.dir.join("incidents"));
+            .unwrap_or_else(|| installation.dir.join("incidents"));
         // Evidence holds logs and customer data: the folder and the files, the owner's alone.
         durable::create_private_dir_all(&out_dir)
             .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
         let now = utc::now();
         let severity = self.severity.label();
         let stem = format!("incident-{}-{severity}", utc::compact(now));
-        let env_text = fs::read_to_string(payload.dir.join("saulpos.env")).unwrap_or_default();
+        let env_text = fs::read_to_string(installation.dir.join("saulpos.env")).unwrap_or_default();
         let redactor = Redactor::new(&env_text);
 
         let mut bundle = Bundle::default();
-        let live = payload.live();
+        let live = installation.live();
         bundle.collect("release", "release.txt", || {
-            if !payload.dir.is_dir() {
-                bail!("no payload at {}", payload.dir.display());
+            if !installation.dir.is_dir() {
+                bail!(
+                    "nothing is installed for this environment at {}",
+                    installation.dir.display()
+                );
             }
             let manifest =
-                fs::read_to_string(payload.dir.join("current").join(manifest::TEXT_NAME))
-                    .with_context(|| format!("no live release under {}", payload.dir.display()))?;
+                fs::read_to_string(installation.dir.join("current").join(manifest::TEXT_NAME))
+                    .with_context(|| {
+                        format!("no live release under {}", installation.dir.display())
+                    })?;
             Ok(format!(
                 "live: {}\nprevious: {}\n\n{manifest}",
                 live.as_deref().unwrap_or("none"),
-                payload.previous().as_deref().unwrap_or("none")
+                installation.previous().as_deref().unwrap_or("none")
             ))
         });
         bundle.collect("deploy history", "history.log", || {
-            fs::read_to_string(payload.dir.join(crate::deploy::payload::HISTORY))
+            fs::read_to_string(installation.dir.join(crate::deploy::installation::HISTORY))
                 .context("no deploy history yet")
         });
-        let url = self.url.clone().unwrap_or_else(|| payload.health_url());
+        let url = self
+            .url
+            .clone()
+            .unwrap_or_else(|| installation.health_url());
         let mut health_status = String::from("unknown");
         let base = BaseUrl::parse(&url);
         for (name, path, file) in [
@@ -102,12 +110,12 @@ impl flags::Incident {
             ))
         });
         bundle.collect("service log", "logs/saulpos.log", || {
-            tail(&payload.dir.join("logs/saulpos.log"))
+            tail(&installation.dir.join("logs/saulpos.log"))
         });
         bundle.collect("journal", "logs/journal.txt", || {
             bounded(Command::new("journalctl").args([
                 "-u",
-                &format!("{}.service", payload.service_name()),
+                &format!("{}.service", installation.service_name()),
                 "-n",
                 "5000",
                 "--no-pager",
@@ -115,7 +123,7 @@ impl flags::Incident {
         });
         bundle.collect("environment", "environment.txt", || {
             if env_text.is_empty() {
-                bail!("no saulpos.env in {}", payload.dir.display());
+                bail!("no saulpos.env in {}", installation.dir.display());
             }
             Ok(env_text.clone())
         });
@@ -143,7 +151,7 @@ impl flags::Incident {
         let report = incident_markdown(
             severity,
             now,
-            &payload,
+            &installation,
             live.as_deref(),
             &url,
             &health_status,
@@ -355,7 +363,7 @@ fn tail(path: &Path) -> anyhow::Result<String> {
 fn incident_markdown(
     severity: &str,
     now: i64,
-    payload: &Payload,
+    installation: &Installation,
     live: Option<&str>,
     url: &str,
     health: &str,
@@ -377,7 +385,7 @@ fn incident_markdown(
         "# Incident {time} ({severity})\n\n\
          ## Severity\n\n{severity}: {definition}\n\n\
          ## Summary\n\n\
-         - environment: {env} (payload {payload})\n\
+         - environment: {env} (folder {folder})\n\
          - live release: {live}\n\
          - health at capture ({url}): {health}\n\
          - captured by: {user} at {time}\n\n\
@@ -389,10 +397,10 @@ fn incident_markdown(
          ## Preventive action\n\n_what changes so it does not happen again, each with an owner and a date_\n\n\
          ## Evidence in this bundle\n\n{collected}\n",
         definition = flags::Severity::definition_of(severity),
-        env = payload.env,
-        payload = payload.dir.display(),
+        env = installation.env,
+        folder = installation.dir.display(),
         live = live.unwrap_or("none"),
-        user = crate::deploy::payload::user(),
+        user = crate::deploy::installation::user(),
         collected = collected.join("\n"),
     )
 }

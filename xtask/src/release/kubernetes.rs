@@ -282,7 +282,7 @@ pub fn check_registry(registry: &str) -> anyhow::Result<&str> {
 
 impl flags::Kubernetes {
     pub fn run(self) -> anyhow::Result<()> {
-        let env = self.env.as_str();
+        let env = self.env.name();
         let registry = check_registry(&self.registry)?;
         let dist_dir = self.dist.clone().unwrap_or_else(dist::root);
         let (_, dir) = dist::release_dir(&dist_dir, &self.version)?;

@@ -53,6 +53,18 @@ impl flags::Package {
             ),
         );
 
+        let same_code = released_from(&dist_dir, &source.commit, &version.to_string());
+        if !same_code.is_empty() {
+            step(
+                started,
+                &format!(
+                    "note: commit {} is already released as {}; {version} will hold the same code",
+                    source.commit,
+                    same_code.join(", ")
+                ),
+            );
+        }
+
         let toolchain = Toolchain::detect(sh)?;
         // cargo metadata for the SBOM runs while the server builds.
         let metadata = sbom::Metadata::start(&project_root(), &toolchain.target)?;
@@ -232,6 +244,12 @@ impl flags::Package {
         }
         staging.commit(&release_dir)?;
         step(started, &format!("wrote {}", shown(&release_dir).display()));
+        if sign_key.is_none() {
+            step(
+                started,
+                "not signed (give --sign-key FILE, or set SAULPOS_SIGNING_KEY, to sign)",
+            );
+        }
 
         if self.json {
             let summary = json!({
@@ -645,4 +663,23 @@ fn file_facts(entry: &Entry) -> FileFacts {
             sha256: None,
         },
     }
+}
+
+/// The versions in `dist_dir` (but `version`) whose manifest records `commit`: the same code
+/// released under another number. A source outside git (commit "none") matches nothing.
+fn released_from(dist_dir: &Path, commit: &str, version: &str) -> Vec<String> {
+    if commit == "none" {
+        return Vec::new();
+    }
+    dist::versions(dist_dir)
+        .into_iter()
+        .map(|other| other.to_string())
+        .filter(|other| other != version)
+        .filter(|other| {
+            fs::read(dist_dir.join(other).join(manifest::JSON_NAME))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .is_some_and(|manifest| manifest["git_commit"] == commit)
+        })
+        .collect()
 }

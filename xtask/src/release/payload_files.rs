@@ -131,8 +131,9 @@ fn readme(env: &str, version: &str, archive_name: &str) -> String {
 fn env_example(env: &str) -> String {
     let required = env != "dev";
     let mut text = format!(
-        "# Environment of saulpos-{env}. Copy to saulpos.env beside run.sh, fill in, and\n\
-         # `chmod 600 saulpos.env`: it holds the database password. run.sh loads it; the\n\
+        "# Environment of saulpos-{env}. Copy it to saulpos.env beside run.sh, readable by its\n\
+         # owner only (install -m 600 saulpos.env.example saulpos.env: it holds the database\n\
+         # password), and fill it in. run.sh loads it; the\n\
          # profile ({env}) is set by run.sh. Values here override config/application*.toml.\n\n"
     );
     let line = |text: &mut String, comment: &str, name: &str, value: &str, set: bool| {
@@ -164,10 +165,10 @@ fn env_example(env: &str) -> String {
     );
     line(
         &mut text,
-        &format!("{requirement} The database password; any characters; never logged."),
+        "Optional. The database password; any characters; never logged. Without it, the server's user's ~/.pgpass, or trust or certificate authentication.",
         "SAULPOS_DB_PASSWORD",
         "",
-        required,
+        false,
     );
     line(
         &mut text,

@@ -11,6 +11,15 @@ pub fn parse(text: &str) -> anyhow::Result<Version> {
     match Version::parse(text) {
         Ok(version) => Ok(version),
         Err(error) => {
+            let numbers = core(text).split('.').count();
+            if !text.trim().is_empty() && text.trim() == text && numbers < 3 {
+                // semver's own words blame the number after the last one given.
+                bail!(
+                    "invalid release version {text:?}: it has {numbers} number{}, a release version has three (MAJOR.MINOR.PATCH); {}\n{RULE}",
+                    if numbers == 1 { "" } else { "s" },
+                    hint(text)
+                )
+            }
             let hint = hint(text);
             let hint = if hint.is_empty() {
                 String::new()
@@ -23,12 +32,16 @@ pub fn parse(text: &str) -> anyhow::Result<Version> {
 }
 
 /// A suggestion for the common mistakes.
-fn hint(text: &str) -> &'static str {
-    let core = text
-        .split(['-', '+'])
+/// The numbers of a version, without a leading v, pre-release or build metadata.
+fn core(text: &str) -> &str {
+    text.split(['-', '+'])
         .next()
         .unwrap_or_default()
-        .trim_start_matches(['v', 'V']);
+        .trim_start_matches(['v', 'V'])
+}
+
+fn hint(text: &str) -> &'static str {
+    let core = core(text);
     if text.trim().is_empty() {
         "give the version to release, e.g. cargo xtask package 2.0.0"
     } else if text.trim() != text || text.contains(char::is_whitespace) {

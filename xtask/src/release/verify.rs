@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use xshell::Shell;
 
-use crate::deploy::shipped::Shipped;
+use crate::deploy::payload::Payload;
 use crate::flags;
 use crate::release::archive::{self, EntryKind};
 use crate::release::manifest::{self, Manifest};
@@ -44,7 +44,7 @@ impl flags::Verify {
                     .push(format!("the payload {name} is missing"));
                 continue;
             }
-            match Shipped::open(
+            match Payload::open(
                 &dir,
                 env,
                 &version.to_string(),

@@ -45,6 +45,15 @@ pub struct Database {
 
 /// The database of `SAULPOS_DB_URL` (`postgres://`, `postgresql://` or `jdbc:postgresql://`),
 /// if the file sets one.
+/// `http://127.0.0.1:<port>`, the port of SAULPOS_SERVER_PORT (else 8080): where the server
+/// this file configures answers on its own host.
+pub fn local_url(text: &str) -> String {
+    let port = value(text, "SAULPOS_SERVER_PORT")
+        .filter(|port| !port.is_empty())
+        .unwrap_or_else(|| "8080".to_owned());
+    format!("http://127.0.0.1:{port}")
+}
+
 pub fn database(text: &str) -> Option<Database> {
     let url = value(text, "SAULPOS_DB_URL")?;
     let rest = ["jdbc:postgresql://", "postgresql://", "postgres://"]
