@@ -392,8 +392,7 @@ next_steps() {
 then set the database and the smoke user in it (see its comments), create them (docs/runbooks/deploy.md), and start $VERSION:
   \$ $payload_dir/run.sh start
   (or with systemd: sudo systemctl enable --now $payload_dir/$unit.service)
-then check it:
-  \$ curl -sSf $url/actuator/health"
+run.sh start waits until it listens and says where; /actuator/health on that port checks it."
   elif command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
     say "next: systemd runs the release before; restart it to run $VERSION:
   \$ sudo systemctl restart $unit

@@ -1,5 +1,6 @@
 //! Running releases on a host or a fleet of them: `deploy`, `rollback`, `status`, `health`,
-//! `smoke`, and what they share (the installed payload folder, HTTP, SSH).
+//! `smoke`, and what they share (the shipped payload, the installed folder, the server it runs,
+//! HTTP, SSH).
 
 #[allow(clippy::module_inception)]
 pub mod deploy;
