@@ -8,7 +8,7 @@ use std::process::Command;
 
 use crate::deploy::{deploy, run, start_run_sh, stop};
 use crate::package::release_1_0_0;
-use crate::support::{TestDb, clone, free_port, text, tool};
+use crate::support::{TestDb, clone, free_port, text, tool, workspace_root};
 
 const PASSWORD: &str = "Inc1dent:p@ss/w#rd%";
 
@@ -121,6 +121,23 @@ fn the_bundle_holds_the_evidence_with_the_server_up_and_down_and_no_secret() {
     let out = tempfile::tempdir().unwrap();
 
     let (_, files) = capture("staging", dest.path(), &url, out.path());
+    // incident.md's table of the bundle's files is the bundle's list, no more, no less.
+    let runbook = fs::read_to_string(workspace_root().join("docs/runbooks/incident.md")).unwrap();
+    let mut documented: Vec<&str> = runbook
+        .lines()
+        .filter_map(|line| {
+            line.strip_prefix("| `")?
+                .split_once('`')
+                .map(|(name, _)| name)
+        })
+        .collect();
+    let mut bundled: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    documented.sort_unstable();
+    bundled.sort_unstable();
+    assert_eq!(
+        documented, bundled,
+        "incident.md's file table and the bundle differ"
+    );
     assert!(file(&files, "health.json").contains("\"status\":\"UP\""));
     assert!(file(&files, "info.json").contains("\"version\":\"1.0.0\""));
     assert!(file(&files, "release.txt").contains("live: 1.0.0"));

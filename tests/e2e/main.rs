@@ -11,6 +11,7 @@ mod image;
 mod incident;
 mod install;
 mod package;
+mod release_day;
 mod rollback_data;
 mod runbooks;
 mod server;

@@ -87,15 +87,29 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let _ = Command::new("psql")
+        // The database, and those restores of it kept aside (`<name>_before_<time>`).
+        let kept = Command::new("psql")
             .args([
-                "-X", "-q", "-h", PG_HOST, "-U", "postgres", "-d", "postgres", "-c",
+                "-X", "-q", "-At", "-h", PG_HOST, "-U", "postgres", "-d", "postgres", "-c",
             ])
             .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                quote_identifier(&self.name)
+                "SELECT datname FROM pg_database WHERE starts_with(datname, '{}_before_')",
+                self.name.replace('\'', "''")
             ))
-            .output();
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default();
+        for name in std::iter::once(self.name.as_str()).chain(kept.lines()) {
+            let _ = Command::new("psql")
+                .args([
+                    "-X", "-q", "-h", PG_HOST, "-U", "postgres", "-d", "postgres", "-c",
+                ])
+                .arg(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_identifier(name)
+                ))
+                .output();
+        }
     }
 }
 
@@ -494,6 +508,37 @@ pub fn xtask(dir: &Path, args: &[&str]) -> Output {
     xtask_command(dir, args).output().unwrap()
 }
 
+/// Runs `cargo xtask <args>` in `dir`, which must succeed; its whole output (stdout then
+/// stderr). On failure it panics with the command, its folder and everything it printed.
+#[track_caller]
+pub fn xtask_ok(dir: &Path, args: &[&str]) -> String {
+    let output = xtask(dir, args);
+    let printed = text(&output);
+    assert!(
+        output.status.success(),
+        "`cargo xtask {}` in {} failed ({}):\n{printed}",
+        args.join(" "),
+        dir.display(),
+        output.status
+    );
+    printed
+}
+
+/// Runs `cargo xtask <args>` in `dir`, which must fail; its whole output. If it succeeds, it
+/// panics with the command, its folder and everything it printed.
+#[track_caller]
+pub fn xtask_fails(dir: &Path, args: &[&str]) -> String {
+    let output = xtask(dir, args);
+    let printed = text(&output);
+    assert!(
+        !output.status.success(),
+        "`cargo xtask {}` in {} succeeded, but should have failed:\n{printed}",
+        args.join(" "),
+        dir.display()
+    );
+    printed
+}
+
 /// Runs a plain tool (`tar`, `sha256sum`, ...) in `dir`.
 pub fn tool(dir: &Path, program: &str, args: &[&str]) -> Output {
     Command::new(program)
@@ -506,24 +551,24 @@ pub fn tool(dir: &Path, program: &str, args: &[&str]) -> Output {
 /// The snapshot clone that tests run `cargo xtask` in (its own target folder, so no test waits
 /// on the build lock of the `cargo test` running it). Package runs in it take `lock`, because
 /// some tests change its tree.
-pub struct Clone {
+pub struct SharedClone {
     pub dir: PathBuf,
     lock: Mutex<()>,
 }
 
-pub fn clone() -> &'static Clone {
-    static CLONE: OnceLock<Clone> = OnceLock::new();
+pub fn clone() -> &'static SharedClone {
+    static CLONE: OnceLock<SharedClone> = OnceLock::new();
     CLONE.get_or_init(|| {
         let dir = workspace_root().join("target/e2e/release-clone");
         snapshot_workspace(&dir);
-        Clone {
+        SharedClone {
             dir,
             lock: Mutex::new(()),
         }
     })
 }
 
-pub fn lock(clone: &Clone) -> MutexGuard<'_, ()> {
+pub fn lock(clone: &SharedClone) -> MutexGuard<'_, ()> {
     clone
         .lock
         .lock()
