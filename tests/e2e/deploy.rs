@@ -6,28 +6,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::hostile::{Evil, evil_dist, flip_a_byte};
-use crate::package::release_1_0_0;
 use crate::support::{
-    Configured, SMOKE_PASSWORD, SMOKE_USER, TestDb, add_smoke_user, clone, free_port, lock, text,
-    xtask,
+    Configured, SMOKE_PASSWORD, SMOKE_USER, TestDb, add_smoke_user, clone, free_port, text, xtask,
 };
-
-/// Version 1.2.0, packaged once for the tests that need a second release.
-pub fn release_1_2_0() -> &'static Path {
-    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
-    RELEASE.get_or_init(|| {
-        release_1_0_0();
-        let clone = clone();
-        let _guard = lock(clone);
-        let output = xtask(&clone.dir, &["package", "1.2.0"]);
-        assert!(output.status.success(), "package 1.2.0: {}", text(&output));
-        clone.dir.join("dist/1.2.0")
-    })
-}
+use crate::support::{release_1_0_0, release_1_2_0};
 
 pub fn run(args: &[&str]) -> Output {
     xtask(&clone().dir, args)

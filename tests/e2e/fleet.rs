@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::deploy::{hold_lock, live, release_1_2_0, run};
-use crate::package::release_1_0_0;
+use crate::deploy::{hold_lock, live, run};
 use crate::signing::signed_release;
+use crate::support::release_1_0_0;
+use crate::support::release_1_2_0;
 use crate::support::{Configured, TestDb, clone, free_port, get_json, text, xtask_command};
 
 /// An sshd on 127.0.0.1, and the client side the test uses: `ssh_config` names the user key

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::deploy::{deploy, run, start_run_sh, stop};
-use crate::package::release_1_0_0;
+use crate::support::release_1_0_0;
 use crate::support::{TestDb, clone, free_port, text, tool, workspace_root};
 
 const PASSWORD: &str = "Inc1dent:p@ss/w#rd%";

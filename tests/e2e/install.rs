@@ -11,11 +11,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::deploy::{
-    STARTS_ONLY_1_2_0, assert_back_on_1_2_0, assert_passed_the_gate, deploy, hold_lock, live,
-    release_1_2_0, run, snapshot, start_run_sh, stop, wait_up,
+    STARTS_ONLY_1_2_0, assert_back_on_1_2_0, assert_passed_the_gate, deploy, hold_lock, live, run,
+    snapshot, start_run_sh, stop, wait_up,
 };
 use crate::hostile::{Evil, flip_a_byte, regenerate_sums, unpack_payload, write_evil_release};
-use crate::package::release_1_0_0;
+use crate::support::release_1_0_0;
+use crate::support::release_1_2_0;
 use crate::support::{Configured, TestDb, free_port, text};
 
 /// A host's shell: nothing but PATH (no cargo on it), and a fixed user for the history.

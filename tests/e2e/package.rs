@@ -5,36 +5,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::support::release_1_0_0;
 use crate::support::{
     clone, git, lock, snapshot_workspace, text, tool, workspace_root, xtask, xtask_command,
 };
 
 const TARGET: &str = env!("E2E_HOST_TARGET");
-
-/// Version 1.0.0, packaged once for all the tests that read it; returns its folder.
-pub fn release_1_0_0() -> &'static Path {
-    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
-    RELEASE.get_or_init(|| {
-        let clone = clone();
-        let _guard = lock(clone);
-        let output = xtask(&clone.dir, &["package", "1.0.0", "--json"]);
-        assert!(
-            output.status.success(),
-            "package 1.0.0 failed: {}",
-            text(&output)
-        );
-        let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|_| panic!("stdout is not one JSON object: {}", text(&output)));
-        assert_eq!(summary["version"], "1.0.0");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("built "), "{stderr}");
-        assert!(stderr.contains("wrote "), "{stderr}");
-        clone.dir.join("dist/1.0.0")
-    })
-}
 
 /// Every file of a release folder, `kubernetes/` ones as `kubernetes/<name>`, sorted.
 pub fn release_files(release: &Path) -> Vec<String> {

@@ -9,9 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::deploy::{live, release_1_2_0};
+use crate::deploy::live;
 use crate::install::payload_copy;
-use crate::package::release_1_0_0;
+use crate::support::release_1_0_0;
+use crate::support::release_1_2_0;
 use crate::support::{
     PG_HOST, PG_PORT, Server, StopServers, TestDb, clone, free_port, get_json, psql, text,
     workspace_root, write_env, xtask_fails, xtask_ok,

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use crate::deploy::{deploy, live, run, snapshot};
 use crate::hostile::{Evil, flip_a_byte, hex, unpack_payload, write_evil_release};
 use crate::install::install_sh;
-use crate::package::release_1_0_0;
+use crate::support::release_1_0_0;
 use crate::support::{clone, git, lock, text, tool, workspace_root, xtask_command};
 
 const TARGET: &str = env!("E2E_HOST_TARGET");

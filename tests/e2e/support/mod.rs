@@ -1,6 +1,10 @@
 //! What the end-to-end tests share: a database of their own, the server as a process, HTTP,
 //! and a TCP proxy that can cut the server off from PostgreSQL.
 
+mod releases;
+
+pub use releases::{release_1_0_0, release_1_2_0};
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
