@@ -3,7 +3,7 @@
 //! it in with both renames in one transaction.
 //! A failure at any point leaves the target as it was.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
@@ -13,6 +13,7 @@ use serde_json::json;
 use xshell::Shell;
 
 use crate::database::postgres::{self, Server};
+use crate::util::confirm;
 use crate::util::progress::step;
 use crate::{database::restore_guard, flags, release::checksum, util::utc};
 
@@ -318,12 +319,15 @@ fn confirm(flags: &flags::Restore, server: &Server, previous_name: &str) -> anyh
     if flags.yes {
         return Ok(());
     }
-    if !std::io::stdin().is_terminal() {
-        bail!(
+    let refused = || {
+        format!(
             "database {:?} exists at {}: restoring over it replaces its data (kept aside as {previous_name:?}); this needs an approved incident command, so pass --yes to confirm; nothing was restored",
             flags.database,
             server.address()
-        );
+        )
+    };
+    if !std::io::stdin().is_terminal() {
+        bail!("{}", refused());
     }
     let (open, who) = sessions(server, &flags.database)?;
     let connections = if open > 0 {
@@ -333,19 +337,17 @@ fn confirm(flags: &flags::Restore, server: &Server, previous_name: &str) -> anyh
     } else {
         String::new()
     };
-    eprint!(
-        "Database {:?} at {} exists. Restore {} over it? Its current data will be kept as {previous_name:?}.{connections}\nType the database name to confirm: ",
-        flags.database,
-        server.address(),
-        flags.backup_file.display()
-    );
-    std::io::stderr().flush().ok();
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    if answer.trim_end_matches(['\n', '\r']) != flags.database {
-        bail!("not confirmed; nothing was restored");
-    }
-    Ok(())
+    confirm::typed(
+        &format!(
+            "Database {:?} at {} exists. Restore {} over it? Its current data will be kept as {previous_name:?}.{connections}",
+            flags.database,
+            server.address(),
+            flags.backup_file.display()
+        ),
+        &flags.database,
+        refused,
+        "not confirmed; nothing was restored",
+    )
 }
 
 /// Whether `database` exists, and the scratch databases that restores of it left behind when

@@ -9,7 +9,6 @@
 //! gone back to, gated on health and smoke. On a failure it says which state the data, the live
 //! release and the server are each in.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
@@ -22,6 +21,7 @@ use crate::deploy::fleet::{self, Fleet};
 use crate::deploy::installation::Installation;
 use crate::deploy::service::{self, Manager};
 use crate::flags;
+use crate::util::confirm;
 
 impl flags::Rollback {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
@@ -184,25 +184,22 @@ impl flags::Rollback {
         if self.yes {
             return Ok(());
         }
-        if !std::io::stdin().is_terminal() {
-            bail!(
-                "refused --with-data: restoring {} replaces the data of {} (kept under a dated name) and stops the server meanwhile; pass --yes to confirm; nothing was changed",
+        confirm::typed(
+            &format!(
+                "This stops the server, restores {} over {} (its data now kept under a dated name), switches, and starts it again.",
                 taken.file.display(),
                 connection.describe()
-            );
-        }
-        eprint!(
-            "This stops the server, restores {} over {} (its data now kept under a dated name), switches, and starts it again.\nType the database name to confirm: ",
-            taken.file.display(),
-            connection.describe()
-        );
-        std::io::stderr().flush().ok();
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if answer.trim_end_matches(['\n', '\r']) != connection.name {
-            bail!("not confirmed; nothing was changed");
-        }
-        Ok(())
+            ),
+            &connection.name,
+            || {
+                format!(
+                    "refused --with-data: restoring {} replaces the data of {} (kept under a dated name) and stops the server meanwhile; pass --yes to confirm; nothing was changed",
+                    taken.file.display(),
+                    connection.describe()
+                )
+            },
+            "not confirmed; nothing was changed",
+        )
     }
 }
 
