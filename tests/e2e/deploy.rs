@@ -5,77 +5,18 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::hostile::{Evil, evil_dist, flip_a_byte};
+use crate::support::hostile::{Evil, evil_dist, flip_a_byte};
 use crate::support::{
-    Configured, SMOKE_PASSWORD, SMOKE_USER, TestDb, add_smoke_user, clone, free_port, text, xtask,
+    Configured, SMOKE_PASSWORD, SMOKE_USER, TestDb, add_smoke_user, clone, free_port, text,
+};
+use crate::support::{
+    STARTS_ONLY_1_2_0, assert_back_on_1_2_0, assert_passed_the_gate, deploy, hold_lock, live, run,
+    snapshot, start_run_sh, stop, wait_up,
 };
 use crate::support::{release_1_0_0, release_1_2_0};
-
-pub fn run(args: &[&str]) -> Output {
-    xtask(&clone().dir, args)
-}
-
-pub fn deploy(env: &str, version: &str, dest: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["deploy", env, version, dest.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
-/// `run.sh` started with only `envs` from the SAULPOS_ family, like an operator's shell.
-pub fn start_run_sh(payload: &Path, envs: &[(&str, String)]) -> Child {
-    let mut command = Command::new(payload.join("run.sh"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("SAULPOS_") || name.starts_with("PG") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .envs(envs.iter().map(|(name, value)| (name, value)))
-        .stdin(Stdio::null())
-        // Started by hand, run.sh copies the server's logs to its stdout as well as to the log.
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command.spawn().unwrap()
-}
-
-pub fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-s", "TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `cargo xtask health` until the server at `url` is UP with `version`; its output.
-pub fn wait_up(url: &str, version: &str) -> Output {
-    let health = run(&[
-        "health",
-        "--url",
-        url,
-        "--timeout",
-        "60s",
-        "--expect-version",
-        version,
-    ]);
-    assert!(health.status.success(), "{}", text(&health));
-    health
-}
-
-pub fn live(payload: &Path) -> String {
-    fs::read_link(payload.join("current"))
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
 
 #[test]
 fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
@@ -241,33 +182,10 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
     assert!(!history.contains("s3cret"));
 }
 
-/// The payload's files (their SHA-256) and the link targets, to show that nothing changed.
-pub fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(path) = pending.pop() {
-        let meta = fs::symlink_metadata(&path).unwrap();
-        if meta.file_type().is_symlink() {
-            found.push((
-                path.clone(),
-                format!("link -> {}", fs::read_link(&path).unwrap().display()),
-            ));
-        } else if meta.is_dir() {
-            for entry in fs::read_dir(&path).unwrap() {
-                pending.push(entry.unwrap().path());
-            }
-        } else {
-            found.push((path.clone(), crate::hostile::hex(&fs::read(&path).unwrap())));
-        }
-    }
-    found.sort();
-    found
-}
-
 /// A copy of release 1.0.0's folder in a dist of its own.
 fn copy_release(dist: &Path, from: &Path, version: &str) -> PathBuf {
     let copy = dist.join(version);
-    crate::package::copy_release(from, &copy);
+    crate::support::copy_release(from, &copy);
     copy
 }
 
@@ -409,7 +327,7 @@ fn hostile_archives_are_refused_by_deploy_and_install_sh_and_nothing_outside_cha
         );
         // The payload's own install.sh, run on a host, refuses it as well.
         let unpacked = tempfile::tempdir().unwrap();
-        let payload = crate::hostile::unpack_payload(
+        let payload = crate::support::hostile::unpack_payload(
             &dist.path().join(version),
             "prod",
             version,
@@ -500,27 +418,6 @@ fn a_held_lock_refuses_a_second_deploy_naming_the_holder_and_a_killed_holder_blo
         "{message}"
     );
     assert!(!payload.join("saulpos-prod").exists());
-}
-
-/// A process that holds `lock` with flock, as a deploy or install.sh does, its details written.
-pub fn hold_lock(lock: &Path, user: &str, action: &str) -> Child {
-    let mut holder = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "exec 9>>\"$0\" && flock 9 && printf 'pid=%s\\nuser={user}\\naction={action}\\nsince=2026-11-24T10:00:00Z\\n' $$ > \"$0\" && echo held && exec sleep 60"
-        ))
-        .arg(lock)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "held\n");
-    holder
 }
 
 #[test]
@@ -638,34 +535,4 @@ fn deploy_restart_gates_on_health_and_smoke_and_switches_back_by_itself_when_the
             .starts_with("automatic: 1.0.0 failed its health gate"),
         "{last}"
     );
-}
-
-/// A restart command that starts the server only when 1.2.0 is live, so 1.0.0 never comes up.
-pub const STARTS_ONLY_1_2_0: &str = "if [ \"$(readlink current)\" = releases/1.2.0 ]; then ./run.sh restart; else ./run.sh stop; fi";
-
-/// A deploy or install with --restart succeeded: `version` is UP at `url` after the gate.
-pub fn assert_passed_the_gate(output: &Output, url: &str, version: &str) {
-    let message = text(output);
-    assert!(output.status.success(), "{message}");
-    assert!(
-        message.contains(&format!(
-            "{version} is UP at {url} and passed the smoke checks"
-        )),
-        "{message}"
-    );
-    let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
-    assert_eq!(info["version"], version);
-}
-
-/// After a failed gate: 1.2.0 is live and answers at `url`, and the history ends with the
-/// switch back, which is returned.
-pub fn assert_back_on_1_2_0(payload: &Path, url: &str) -> serde_json::Value {
-    assert_eq!(live(payload), "releases/1.2.0");
-    let (_, info) = crate::support::get_json(&format!("{url}/actuator/info"));
-    assert_eq!(info["version"], "1.2.0");
-    let history = fs::read_to_string(payload.join("history.log")).unwrap();
-    let last: serde_json::Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
-    assert_eq!(last["action"], "rollback");
-    assert_eq!(last["to"], "1.2.0");
-    last
 }

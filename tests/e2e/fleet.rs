@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::deploy::{hold_lock, live, run};
-use crate::signing::signed_release;
 use crate::support::release_1_0_0;
 use crate::support::release_1_2_0;
+use crate::support::signed_release;
 use crate::support::{Configured, TestDb, clone, free_port, get_json, text, xtask_command};
+use crate::support::{hold_lock, live, run};
 
 /// An sshd on 127.0.0.1, and the client side the test uses: `ssh_config` names the user key
 /// and a known_hosts file that holds the host key (or not).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::package::copy_release;
+use crate::support::copy_release;
 use crate::support::release_1_0_0;
 use crate::support::{
     SOURCE_URL, TestDb, clone, eventually, free_port, get, get_json, text, xtask,

@@ -6,9 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::deploy::{deploy, run, start_run_sh, stop};
 use crate::support::release_1_0_0;
 use crate::support::{TestDb, clone, free_port, text, tool, workspace_root};
+use crate::support::{deploy, run, start_run_sh, stop};
 
 const PASSWORD: &str = "Inc1dent:p@ss/w#rd%";
 

@@ -6,58 +6,19 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::deploy::{
-    STARTS_ONLY_1_2_0, assert_back_on_1_2_0, assert_passed_the_gate, deploy, hold_lock, live, run,
-    snapshot, start_run_sh, stop, wait_up,
-};
-use crate::hostile::{Evil, flip_a_byte, regenerate_sums, unpack_payload, write_evil_release};
+use crate::support::hostile::{Evil, flip_a_byte, regenerate_sums, write_evil_release};
 use crate::support::release_1_0_0;
 use crate::support::release_1_2_0;
 use crate::support::{Configured, TestDb, free_port, text};
-
-/// A host's shell: nothing but PATH (no cargo on it), and a fixed user for the history.
-fn host_command(program: &Path) -> Command {
-    let mut command = Command::new(program);
-    command
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("USER", "e2e")
-        .stdin(Stdio::null());
-    command
-}
-
-/// `./install.sh <args>` from the payload folder.
-pub fn install_sh(payload: &Path, args: &[&str]) -> Output {
-    host_command(&payload.join("install.sh"))
-        .args(args)
-        .current_dir(payload)
-        .output()
-        .unwrap()
-}
-
-fn rollback_sh(installed: &Path, args: &[&str]) -> Output {
-    host_command(&installed.join("rollback.sh"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// The payload of `env` for `version`, copied out of dist/ and unpacked in a folder of its own.
-pub fn payload_copy(release: &Path, env: &str, version: &str) -> (tempfile::TempDir, PathBuf) {
-    let host = tempfile::tempdir().unwrap();
-    let copy = host.path().join(format!("saulpos-{env}-{version}.tar.gz"));
-    fs::copy(
-        release.join(format!("saulpos-{env}-{version}.tar.gz")),
-        &copy,
-    )
-    .unwrap();
-    let folder = unpack_payload(host.path(), env, version, host.path());
-    (host, folder)
-}
+use crate::support::{
+    STARTS_ONLY_1_2_0, assert_back_on_1_2_0, assert_passed_the_gate, deploy, hold_lock, live, run,
+    snapshot, start_run_sh, stop, wait_up,
+};
+use crate::support::{host_command, install_sh, payload_copy, rollback_sh};
 
 #[test]
 fn install_sh_installs_starts_upgrades_and_rolls_back_on_a_host_without_cargo() {

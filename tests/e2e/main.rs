@@ -5,7 +5,6 @@ mod auth;
 mod backup;
 mod deploy;
 mod fleet;
-mod hostile;
 mod hostile_clients;
 mod image;
 mod incident;

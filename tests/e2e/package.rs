@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -11,37 +11,9 @@ use crate::support::release_1_0_0;
 use crate::support::{
     clone, git, lock, snapshot_workspace, text, tool, workspace_root, xtask, xtask_command,
 };
+use crate::support::{copy_release, release_files};
 
 const TARGET: &str = env!("E2E_HOST_TARGET");
-
-/// Every file of a release folder, `kubernetes/` ones as `kubernetes/<name>`, sorted.
-pub fn release_files(release: &Path) -> Vec<String> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(release).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().unwrap();
-        if entry.path().is_dir() {
-            for inner in fs::read_dir(entry.path()).unwrap() {
-                names.push(format!(
-                    "{name}/{}",
-                    inner.unwrap().file_name().into_string().unwrap()
-                ));
-            }
-        } else {
-            names.push(name);
-        }
-    }
-    names.sort();
-    names
-}
-
-/// Copies every file of the release folder `from` into `to`.
-pub fn copy_release(from: &Path, to: &Path) {
-    fs::create_dir_all(to.join("kubernetes")).unwrap();
-    for name in release_files(from) {
-        fs::copy(from.join(&name), to.join(&name)).unwrap();
-    }
-}
 
 pub fn archive_name(version: &str) -> String {
     format!("saulpos-server-{version}-{TARGET}.tar.gz")

@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::deploy::live;
-use crate::install::payload_copy;
+use crate::support::live;
+use crate::support::payload_copy;
 use crate::support::release_1_0_0;
 use crate::support::release_1_2_0;
 use crate::support::{

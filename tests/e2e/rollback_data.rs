@@ -7,12 +7,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::deploy::{deploy, live, run};
-use crate::hostile::flip_a_byte;
-use crate::install::{install_sh, payload_copy};
+use crate::support::hostile::flip_a_byte;
 use crate::support::release_1_0_0;
 use crate::support::release_1_2_0;
 use crate::support::{Configured, TestDb, clone, lock, psql, text, xtask};
+use crate::support::{deploy, live, run};
+use crate::support::{install_sh, payload_copy};
 
 const MIGRATION: &str = "server/migrations/20261125000001_loyalty.sql";
 

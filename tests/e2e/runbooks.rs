@@ -8,8 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::deploy::deploy;
-use crate::signing::make_key;
+use crate::support::deploy;
+use crate::support::make_key;
 use crate::support::release_1_2_0;
 use crate::support::{
     StopServers, TestDb, clone, free_port, lock, text, workspace_root, write_env,

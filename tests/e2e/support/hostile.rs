@@ -8,7 +8,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::support::{text, tool};
+use super::{text, tool};
 
 const TARGET: &str = env!("E2E_HOST_TARGET");
 
@@ -148,7 +148,7 @@ pub fn unpack_payload(release: &Path, env: &str, version: &str, into: &Path) -> 
 /// hostile archive instead, every checksum around it regenerated (`.sha256`s, SHA256SUMS).
 pub fn evil_dist(release: &Path, dist: &Path, env: &str, version: &str, entries: &[Evil]) {
     let copy = dist.join(version);
-    crate::package::copy_release(release, &copy);
+    super::copy_release(release, &copy);
     let work = tempfile::tempdir().unwrap();
     let unpacked = unpack_payload(release, env, version, work.path());
     write_evil_release(&unpacked, version, entries);
