@@ -16,24 +16,48 @@ use crate::support::{
     STARTS_ONLY_1_2_0, assert_back_on_1_2_0, assert_passed_the_gate, deploy, hold_lock, live, run,
     snapshot, start_run_sh, stop, wait_up,
 };
+use crate::support::{deploy_ok, run_json};
 use crate::support::{release_1_0_0, release_1_2_0};
 
-#[test]
-fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
-    let (first, _) = (release_1_0_0(), release_1_2_0());
-    assert!(first.is_dir());
-    let db = TestDb::new("deploy_cycle");
+/// 1.0.0 deployed to staging in a new folder, with the reason "first install".
+fn deployed_1_0_0() -> (tempfile::TempDir, PathBuf) {
+    release_1_0_0();
     let dest = tempfile::tempdir().unwrap();
     let payload = dest.path().join("saulpos-staging");
-
-    let output = deploy(
+    deploy_ok(
         "staging",
         "1.0.0",
         dest.path(),
         &["--reason", "first install"],
     );
-    assert!(output.status.success(), "{}", text(&output));
     assert_eq!(live(&payload), "releases/1.0.0");
+    (dest, payload)
+}
+
+/// saulpos.env for `db` on a free port, with a password that must never leak, and the smoke
+/// user; the server's URL.
+fn configure(payload: &Path, db: &TestDb) -> String {
+    add_smoke_user(db);
+    let port = free_port();
+    fs::write(
+        payload.join("saulpos.env"),
+        format!(
+            "SAULPOS_DB_URL=postgres://127.0.0.1:5432/{}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_DB_PASSWORD='s3cret:@/#%'\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\nSAULPOS_SMOKE_USERNAME={SMOKE_USER}\nSAULPOS_SMOKE_PASSWORD='{SMOKE_PASSWORD}'\n",
+            db.name
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        payload.join("saulpos.env"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    format!("http://127.0.0.1:{port}")
+}
+
+#[test]
+fn deploy_lays_out_the_environments_folder_and_a_unit_systemd_accepts() {
+    let (_dest, payload) = deployed_1_0_0();
     let run_sh = payload.join("run.sh");
     assert_eq!(
         fs::metadata(&run_sh).unwrap().permissions().mode() & 0o777,
@@ -80,7 +104,11 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
         "systemd-analyze verify complains: {}",
         text(&analyzed)
     );
+}
 
+#[test]
+fn run_sh_without_its_variables_names_every_missing_one_and_starts_nothing() {
+    let (_dest, payload) = deployed_1_0_0();
     // Without its variables, run.sh names every missing one and starts nothing.
     let mut bare = start_run_sh(&payload, &[]);
     let status = bare.wait().unwrap();
@@ -91,24 +119,13 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
         message.contains("needs SAULPOS_DB_URL SAULPOS_DB_USERNAME: set them in"),
         "{message}"
     );
+}
 
-    // With them (from saulpos.env, as an operator sets it up), the server comes up.
-    add_smoke_user(&db);
-    let port = free_port();
-    fs::write(
-        payload.join("saulpos.env"),
-        format!(
-            "SAULPOS_DB_URL=postgres://127.0.0.1:5432/{}\nSAULPOS_DB_USERNAME=postgres\nSAULPOS_DB_PASSWORD='s3cret:@/#%'\nSAULPOS_SERVER_ADDRESS=127.0.0.1\nSAULPOS_SERVER_PORT={port}\nSAULPOS_SMOKE_USERNAME={SMOKE_USER}\nSAULPOS_SMOKE_PASSWORD='{SMOKE_PASSWORD}'\n",
-            db.name
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(
-        payload.join("saulpos.env"),
-        fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+#[test]
+fn a_deployed_release_is_up_and_passes_the_smoke_checks_and_its_log_holds_no_password() {
+    let (_dest, payload) = deployed_1_0_0();
+    let db = TestDb::new("deploy_up");
+    let url = configure(&payload, &db);
     let mut server = start_run_sh(&payload, &[]);
     let health = wait_up(&url, "1.0.0");
     let body: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
@@ -133,9 +150,20 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
     let log = fs::read_to_string(payload.join("logs/saulpos.log")).unwrap();
     assert!(!log.is_empty() && !log.contains("s3cret"), "{log}");
 
+    stop(&mut server);
+}
+
+#[test]
+fn an_upgrade_then_a_rollback_switch_the_live_release_and_the_history_says_why() {
+    release_1_2_0();
+    let (dest, payload) = deployed_1_0_0();
+    let db = TestDb::new("deploy_cycle");
+    let url = configure(&payload, &db);
+    let mut server = start_run_sh(&payload, &[]);
+    wait_up(&url, "1.0.0");
+
     // Upgrade: deploy 1.2.0, restart, and health sees the new version.
-    let output = deploy("staging", "1.2.0", dest.path(), &[]);
-    assert!(output.status.success(), "{}", text(&output));
+    deploy_ok("staging", "1.2.0", dest.path(), &[]);
     assert_eq!(live(&payload), "releases/1.2.0");
     stop(&mut server);
     let mut server = start_run_sh(&payload, &[]);
@@ -167,9 +195,7 @@ fn deploy_start_upgrade_and_roll_back_a_release_end_to_end() {
     wait_up(&url, "1.0.0");
     stop(&mut server);
 
-    let status = run(&["status", "staging", dest.path().to_str().unwrap(), "--json"]);
-    assert!(status.status.success(), "{}", text(&status));
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = run_json(&["status", "staging", dest.path().to_str().unwrap(), "--json"]);
     assert_eq!(status["live"], "1.0.0");
     assert_eq!(status["previous"], "1.2.0");
     assert_eq!(status["kept"], serde_json::json!(["1.0.0", "1.2.0"]));
@@ -193,8 +219,7 @@ fn copy_release(dist: &Path, from: &Path, version: &str) -> PathBuf {
 fn a_tampered_or_hostile_payload_is_refused_and_nothing_changes() {
     let good = release_1_0_0();
     let dest = tempfile::tempdir().unwrap();
-    let output = deploy("prod", "1.0.0", dest.path(), &[]);
-    assert!(output.status.success(), "{}", text(&output));
+    deploy_ok("prod", "1.0.0", dest.path(), &[]);
     let before = snapshot(dest.path());
 
     // Tampered: one flipped byte in the payload.
@@ -377,9 +402,8 @@ fn a_held_lock_refuses_a_second_deploy_naming_the_holder_and_a_killed_holder_blo
     holder.kill().unwrap();
     holder.wait().unwrap();
     let started = Instant::now();
-    let output = deploy("dev", "1.0.0", dest.path(), &[]);
-    assert!(output.status.success(), "{}", text(&output));
-    assert!(!text(&output).contains("locked"), "{}", text(&output));
+    let output = deploy_ok("dev", "1.0.0", dest.path(), &[]);
+    assert!(!output.contains("locked"), "{}", output);
     assert_eq!(live(&payload), "releases/1.0.0");
     eprintln!("deploy after a killed holder took {:?}", started.elapsed());
 
@@ -471,8 +495,7 @@ fn deploys_killed_at_any_moment_leave_a_complete_live_release_and_the_next_one_s
             "after a kill at {delay_ms} ms the live release {current} is not complete"
         );
     }
-    let output = deploy("staging", "1.2.0", dest.path(), &[]);
-    assert!(output.status.success(), "{}", text(&output));
+    deploy_ok("staging", "1.2.0", dest.path(), &[]);
     assert_eq!(live(&payload), "releases/1.2.0");
     let hidden: Vec<_> = fs::read_dir(payload.join("releases"))
         .unwrap()

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::support::copy_release;
 use crate::support::release_1_0_0;
+use crate::support::xtask_ok;
 use crate::support::{
     SOURCE_URL, TestDb, clone, eventually, free_port, get, get_json, text, xtask,
 };
@@ -585,11 +586,10 @@ fn the_kubernetes_manifests_pass_strict_validation_with_probes_limits_and_only_a
     );
     let work = tempfile::tempdir().unwrap();
     let written = work.path().join("prod.yaml");
-    let to_file = xtask(
+    xtask_ok(
         &clone().dir,
         &[&fill[..], &["--output", written.to_str().unwrap()]].concat(),
     );
-    assert!(to_file.status.success(), "{}", text(&to_file));
     assert_eq!(fs::read_to_string(&written).unwrap(), stdout);
     let validated = run(
         "kubernetes-validate",

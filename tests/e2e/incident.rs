@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::deploy_ok;
 use crate::support::release_1_0_0;
 use crate::support::{TestDb, clone, free_port, text, tool, workspace_root};
 use crate::support::{deploy, run, start_run_sh, stop};
@@ -101,8 +102,7 @@ fn the_bundle_holds_the_evidence_with_the_server_up_and_down_and_no_secret() {
     let db = TestDb::new("incident");
     let dest = tempfile::tempdir().unwrap();
     let payload = dest.path().join("saulpos-staging");
-    let output = deploy("staging", "1.0.0", dest.path(), &["--reason", "CHG-7"]);
-    assert!(output.status.success(), "{}", text(&output));
+    deploy_ok("staging", "1.0.0", dest.path(), &["--reason", "CHG-7"]);
     let port = free_port();
     let env_file = payload.join("saulpos.env");
     fs::write(

@@ -13,9 +13,10 @@ use std::time::Duration;
 use crate::support::hostile::{Evil, flip_a_byte, regenerate_sums, write_evil_release};
 use crate::support::release_1_0_0;
 use crate::support::release_1_2_0;
+use crate::support::run_json;
 use crate::support::{Configured, TestDb, free_port, text};
 use crate::support::{
-    STARTS_ONLY_1_2_0, assert_back_on_1_2_0, assert_passed_the_gate, deploy, hold_lock, live, run,
+    STARTS_ONLY_1_2_0, assert_back_on_1_2_0, assert_passed_the_gate, deploy, hold_lock, live,
     snapshot, start_run_sh, stop, wait_up,
 };
 use crate::support::{host_command, install_sh, payload_copy, rollback_sh};
@@ -150,9 +151,7 @@ fn install_sh_installs_starts_upgrades_and_rolls_back_on_a_host_without_cargo() 
     assert_eq!(events[2]["user"], "e2e");
 
     // cargo xtask reads the tree install.sh left: status, and nothing to roll back to twice.
-    let status = run(&["status", "staging", dest_arg, "--json"]);
-    assert!(status.status.success(), "{}", text(&status));
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = run_json(&["status", "staging", dest_arg, "--json"]);
     assert_eq!(status["live"], "1.0.0");
     assert_eq!(status["previous"], "1.2.0");
     let output = rollback_sh(&installed, &["--to", "1.0.0"]);

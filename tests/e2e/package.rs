@@ -12,6 +12,7 @@ use crate::support::{
     clone, git, lock, snapshot_workspace, text, tool, workspace_root, xtask, xtask_command,
 };
 use crate::support::{copy_release, release_files};
+use crate::support::{xtask_json, xtask_ok};
 
 const TARGET: &str = env!("E2E_HOST_TARGET");
 
@@ -164,9 +165,7 @@ fn package_writes_the_archive_checksum_and_manifests_that_the_plain_tools_accept
         .contains(clone().dir.to_str().unwrap());
     assert!(!path_inside, "the binary carries the checkout's path");
 
-    let verified = xtask(&clone().dir, &["verify", "1.0.0", "--json"]);
-    assert!(verified.status.success(), "{}", text(&verified));
-    let summary: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    let summary: serde_json::Value = xtask_json(&clone().dir, &["verify", "1.0.0", "--json"]);
     assert_eq!(summary["ok"], true);
     assert_eq!(summary["files_checked"], 9);
     assert_eq!(
@@ -382,8 +381,7 @@ fn verify_catches_a_flipped_byte_in_every_file_of_a_release() {
     let copy = copies.path().join("1.0.0");
     copy_release(release, &copy);
     let dist = copies.path().to_str().unwrap();
-    let ok = xtask(&clone().dir, &["verify", "1.0.0", "--dist", dist]);
-    assert!(ok.status.success(), "{}", text(&ok));
+    xtask_ok(&clone().dir, &["verify", "1.0.0", "--dist", dist]);
 
     for (name, expected) in [
         (archive.clone(), "the archive's sha256 is"),
@@ -490,8 +488,7 @@ fn a_package_killed_mid_way_leaves_no_release_folder_and_the_next_run_succeeds()
     let manifest = fs::read_to_string(dist.join("1.1.0/manifest.txt")).unwrap();
     assert!(manifest.contains("git_dirty: true\n"), "{manifest}");
     assert!(!manifest.contains("zz-blocking"), "{manifest}");
-    let verified = xtask(&clone.dir, &["verify", "1.1.0"]);
-    assert!(verified.status.success(), "{}", text(&verified));
+    xtask_ok(&clone.dir, &["verify", "1.1.0"]);
 }
 
 /// Files a test put into the shared clone, removed when it ends, even when it fails, so that

@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::support::deploy_ok;
 use crate::support::hostile::flip_a_byte;
 use crate::support::release_1_0_0;
 use crate::support::release_1_2_0;
@@ -60,8 +61,7 @@ fn a_deploy_takes_a_backup_and_rollback_with_data_brings_back_exactly_its_rows()
         &configured.installed,
     );
 
-    let output = deploy("staging", "1.0.0", dest.path(), &["--restart"]);
-    assert!(output.status.success(), "{}", text(&output));
+    deploy_ok("staging", "1.0.0", dest.path(), &["--restart"]);
     db.query("INSERT INTO product (sku, name, unit_price_cents) VALUES ('ROW-1', 'one', 100), ('ROW-2', 'two', 200)");
     let before_deploy = skus(&db);
 
@@ -236,8 +236,7 @@ fn no_backup_no_deploy_and_a_missing_or_tampered_backup_refuses_with_data() {
 
     // --no-backup is recorded; the next deploy, by install.sh, backs up.
     fs::write(installed.join("saulpos.env"), &good_env).unwrap();
-    let output = deploy("prod", "1.0.0", dest.path(), &["--no-backup"]);
-    assert!(output.status.success(), "{}", text(&output));
+    deploy_ok("prod", "1.0.0", dest.path(), &["--no-backup"]);
     assert_eq!(last_event(installed, 0)["backup_skipped"], "--no-backup");
     let (_host, payload) = payload_copy(second, "prod", "1.2.0");
     let output = install_sh(&payload, &[dest_arg]);

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::deploy;
+use crate::support::deploy_ok;
 use crate::support::make_key;
 use crate::support::release_1_2_0;
 use crate::support::{
@@ -186,8 +187,7 @@ fn the_release_deploy_and_rollback_runbooks_run_as_written() {
 
     // prod had 1.9.0, then 2.0.0, which misbehaves.
     for version in ["1.2.0", "3.0.0"] {
-        let output = deploy("prod", version, prod_dest.path(), &[]);
-        assert!(output.status.success(), "{}", text(&output));
+        deploy_ok("prod", version, prod_dest.path(), &[]);
     }
     write_env(&prod, &db, port);
     follow("rollback.md", &substitutions(prod_dest.path()), &clone.dir);

@@ -8,11 +8,33 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::hostile::unpack_payload;
-use super::{clone, text, xtask};
+use super::{clone, text, xtask, xtask_json, xtask_ok};
 
 /// `cargo xtask <args>` in the shared clone.
 pub fn run(args: &[&str]) -> Output {
     xtask(&clone().dir, args)
+}
+
+/// `cargo xtask <args>` in the shared clone, which must succeed: its whole output.
+#[track_caller]
+pub fn run_ok(args: &[&str]) -> String {
+    xtask_ok(&clone().dir, args)
+}
+
+/// `cargo xtask <args> --json`-style commands in the shared clone, which must succeed: the JSON
+/// object they print on stdout.
+#[track_caller]
+pub fn run_json(args: &[&str]) -> serde_json::Value {
+    xtask_json(&clone().dir, args)
+}
+
+/// `cargo xtask deploy <env> <version> <dest> <extra>` in the shared clone, which must succeed:
+/// its whole output.
+#[track_caller]
+pub fn deploy_ok(env: &str, version: &str, dest: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["deploy", env, version, dest.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run_ok(&args)
 }
 
 /// `cargo xtask deploy <env> <version> <dest> <extra>` in the shared clone.

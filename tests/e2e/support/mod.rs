@@ -533,6 +533,28 @@ pub fn xtask_ok(dir: &Path, args: &[&str]) -> String {
     printed
 }
 
+/// Runs `cargo xtask <args>` in `dir`, which must succeed, and reads its standard output as one
+/// JSON object; panics with the command, its folder and its whole output otherwise.
+#[track_caller]
+pub fn xtask_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let output = xtask(dir, args);
+    let printed = text(&output);
+    assert!(
+        output.status.success(),
+        "`cargo xtask {}` in {} failed ({}):\n{printed}",
+        args.join(" "),
+        dir.display(),
+        output.status
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "`cargo xtask {}` in {} printed no JSON object on stdout ({error}):\n{printed}",
+            args.join(" "),
+            dir.display()
+        )
+    })
+}
+
 /// Runs `cargo xtask <args>` in `dir`, which must fail; its whole output. If it succeeds, it
 /// panics with the command, its folder and everything it printed.
 #[track_caller]
