@@ -13,9 +13,9 @@ use anyhow::bail;
 use serde_json::{Value, json};
 
 use crate::deploy::destination::Destination;
-use crate::deploy::payload::Payload;
 use crate::deploy::remote::{Connector, Held, Ran};
 use crate::flags::Env;
+use crate::release::payload::Payload;
 use crate::release::{checksum, dist, payload_files, signature, verify};
 use crate::util::interrupt::Interrupt;
 

@@ -1,6 +1,5 @@
 //! Running releases on a host or a fleet of them: `deploy`, `rollback`, `status`, `health`,
-//! `smoke`, and what they share (the shipped payload, the installed folder, the server it runs,
-//! HTTP, SSH).
+//! `smoke`, and what they share (the installed folder, the server it runs, HTTP, SSH).
 
 #[allow(clippy::module_inception)]
 pub mod deploy;
@@ -9,7 +8,6 @@ pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod installation;
-pub mod payload;
 pub mod remote;
 pub mod rollback;
 pub mod service;

@@ -7,6 +7,9 @@ use semver::Version;
 
 use crate::release::release_version;
 
+/// The folder of a release that holds its Kubernetes manifests.
+pub const KUBERNETES: &str = "kubernetes";
+
 /// The folder holding the releases: `dist/` in the workspace.
 pub fn root() -> PathBuf {
     crate::project_root().join("dist")

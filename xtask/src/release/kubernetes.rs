@@ -8,11 +8,12 @@ use std::io::Write;
 use anyhow::{Context, bail};
 
 use crate::flags;
-use crate::release::{checksum, dist, payload_files, verify};
+use crate::release::sums;
+use crate::release::{checksum, dist, payload_files};
 use crate::util::durable;
 
 /// The folder inside `dist/<version>/`.
-pub const FOLDER: &str = "kubernetes";
+pub const FOLDER: &str = dist::KUBERNETES;
 /// The registry the files name until one is given: `.invalid` can never resolve (RFC 2606).
 pub const PLACEHOLDER_REGISTRY: &str = "registry.invalid/saulpos";
 /// The repository's last part, under any registry.
@@ -296,7 +297,7 @@ impl flags::Kubernetes {
             )
         })?;
         // The file must be the one the release lists, so a changed file is never applied.
-        verify::check_listed(&dir, &name, &checksum::sha256_hex(text.as_bytes()))?;
+        sums::check_listed(&dir, &name, &checksum::sha256_hex(text.as_bytes()))?;
         let from = format!("{PLACEHOLDER_REGISTRY}/{REPOSITORY}@");
         let filled = text.replace(&from, &format!("{registry}/{REPOSITORY}@"));
         match &self.output {

@@ -12,8 +12,9 @@ use xshell::{Shell, cmd};
 use crate::release::archive::{self, Entry};
 use crate::release::checksum;
 use crate::release::manifest::{self, ArchiveFacts, FileFacts, Manifest};
+use crate::release::sums;
 use crate::release::{
-    dist, image, kubernetes, payload_files, provenance, release_version, sbom, signature, verify,
+    dist, image, kubernetes, payload_files, provenance, release_version, sbom, signature,
 };
 use crate::util::durable::{self, StagingDir};
 use crate::util::progress::step;
@@ -273,7 +274,7 @@ impl flags::Package {
                     "size": payload.size,
                     "sha256": payload.sha256,
                 })).collect::<Vec<_>>(),
-                "sums": release_dir.join(verify::SUMS),
+                "sums": release_dir.join(sums::SUMS),
                 "signature": sign_key.as_ref().map(|_| release_dir.join(signature::SIG)),
                 "sbom": release_dir.join(&sbom_name),
                 "image": {
@@ -618,13 +619,13 @@ fn write_kubernetes(
 
 /// Writes `SHA256SUMS`: one `sha256sum` line for every other file of the release folder.
 fn write_sums(folder: &Path) -> anyhow::Result<()> {
-    let names = verify::listed_files(folder)?;
+    let names = sums::listed_files(folder)?;
     let mut text = String::new();
     for name in names {
         let (digest, _) = checksum::sha256_file(&folder.join(&name))?;
         text.push_str(&checksum::line(&digest, &name));
     }
-    durable::write(&folder.join(verify::SUMS), text.as_bytes())
+    durable::write(&folder.join(sums::SUMS), text.as_bytes())
 }
 
 /// Writes an archive into `folder` at gzip `level`, hashing it as it is written; returns its

@@ -12,7 +12,8 @@ use serde_json::json;
 use xshell::Shell;
 
 use crate::flags;
-use crate::release::{checksum, dist, image, kubernetes, signature, verify};
+use crate::release::sums;
+use crate::release::{checksum, dist, image, kubernetes, signature};
 
 impl flags::PushImage {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
@@ -29,10 +30,10 @@ impl flags::PushImage {
             );
         }
         let (sha256, _) = checksum::sha256_file(&path)?;
-        verify::check_listed(&dir, &name, &sha256)?;
+        sums::check_listed(&dir, &name, &sha256)?;
         if let Some(allowed) = &self.allowed_signers {
             let signer =
-                signature::verify(&dir.join(verify::SUMS), &dir.join(signature::SIG), allowed)?;
+                signature::verify(&dir.join(sums::SUMS), &dir.join(signature::SIG), allowed)?;
             eprintln!("signature: {signer}");
         }
         let digest = image::read_digest(&path)?;

@@ -12,7 +12,8 @@ use xshell::{Shell, cmd};
 
 use crate::project_root;
 use crate::release::manifest::{self, Manifest};
-use crate::release::{signature, verify};
+use crate::release::signature;
+use crate::release::sums;
 use crate::util::durable;
 
 /// What the rebuild found: the files that differ, none when reproduced.
@@ -113,7 +114,7 @@ pub fn rebuild(sh: &Shell, release_dir: &Path, version: &str) -> anyhow::Result<
     // A signature cannot be made again without the key, and the payloads and SHA256SUMS of a
     // signed release carry one: those are compared only for an unsigned release.
     let signed = release_dir.join(signature::SIG).is_file();
-    let mut names: Vec<String> = verify::listed_files(release_dir)?
+    let mut names: Vec<String> = sums::listed_files(release_dir)?
         .into_iter()
         .chain([signature::SUMS.to_owned()])
         .filter(|name| {

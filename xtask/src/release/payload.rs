@@ -13,7 +13,8 @@ use tar::EntryType;
 
 use crate::release::manifest::{self, Manifest};
 use crate::release::payload_files;
-use crate::release::{checksum, signature, verify};
+use crate::release::sums;
+use crate::release::{checksum, signature};
 use crate::util::durable::{self, StagingDir};
 
 /// A payload read and checked: its files by name, and its release in a temporary folder.
@@ -43,7 +44,7 @@ impl Payload {
                 release_dir.display()
             );
         }
-        let problems = verify::check_payload_checksums(release_dir, &name);
+        let problems = sums::check_payload_checksums(release_dir, &name);
         if !problems.is_empty() {
             for problem in &problems {
                 eprintln!("problem: {problem}");
@@ -87,7 +88,7 @@ impl Payload {
         }
         // Its own SHA256SUMS lists every other file it holds, each with its hash.
         let sums = String::from_utf8_lossy(&files[signature::SUMS]).into_owned();
-        let listed = verify::sums_lines(&sums);
+        let listed = sums::sums_lines(&sums);
         for (name, bytes) in &files {
             if name == signature::SUMS || name == signature::SIG {
                 continue;
