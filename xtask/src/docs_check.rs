@@ -247,9 +247,12 @@ fn the_ci_workflows_run_the_release_commands() {
     for (file, expected) in [
         (
             ".github/workflows/release.yml",
-            ["package", "verify"].as_slice(),
+            ["verify-tag", "package", "verify"].as_slice(),
         ),
-        (".gitlab-ci.yml", ["package", "verify"].as_slice()),
+        (
+            ".gitlab-ci.yml",
+            ["verify-tag", "package", "verify"].as_slice(),
+        ),
     ] {
         let text = fs::read_to_string(root.join(file)).unwrap();
         let used: Vec<String> = commands_in(&text)

@@ -18,6 +18,8 @@ pub struct Xtask {
 
 #[derive(Subcommand)]
 pub enum Command {
+    Release(Release),
+    VerifyTag(VerifyTag),
     Package(Package),
     Verify(Verify),
     Kubernetes(Kubernetes),
@@ -34,6 +36,75 @@ pub enum Command {
     Incident(Incident),
     Bench(Bench),
     Test(Test),
+}
+
+/// Cut a version: checks, notes, signed tag, package, one atomic push.
+///
+/// Without --execute nothing changes: every check runs (a clean tree on the release branch, not
+/// behind the remote, a new tag above the last release, Cargo.lock current, the signing key in
+/// release/allowed_signers, a bump that covers breaking changes and migrations) and the plan is
+/// printed with the notes. --execute carries it out, the irreversible part last: CHANGELOG.md
+/// and the version committed ("release: X.Y.Z"), the annotated tag vX.Y.Z (body: the notes)
+/// signed and checked with git verify-tag, `package` from that commit with the notes as
+/// RELEASE-NOTES.md, the next development version committed, and one `git push --atomic`
+/// of the branch and the tag, leased on the remote branch the checks saw. A journal in .git/
+/// lets --execute run again after any failure or kill and finish without doing a step twice.
+#[derive(Args)]
+pub struct Release {
+    /// The version to cut, e.g. 2.1.0 or 2.1.0-rc.1 (or --bump).
+    #[arg(conflicts_with = "bump")]
+    pub version: Option<String>,
+    /// The next version after the highest release tag (semver order): major, minor or patch.
+    #[arg(long, value_enum)]
+    pub bump: Option<crate::cut::version::Bump>,
+    /// With --bump: a pre-release, e.g. --pre rc makes X.Y.Z-rc.N.
+    #[arg(long, value_name = "ID", requires = "bump")]
+    pub pre: Option<String>,
+    /// Carry the plan out (or finish a cut under way).
+    #[arg(long)]
+    pub execute: bool,
+    /// The remote to check against and push to.
+    #[arg(long, default_value = "origin")]
+    pub remote: String,
+    /// The branch a release is cut from.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Everything but reading the remote and the push; a later --execute pushes.
+    #[arg(long)]
+    pub offline: bool,
+    /// Sign the tag and SHA256SUMS with this SSH key file (a .pub: its key in ssh-agent).
+    /// Default: the file SAULPOS_SIGNING_KEY names.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Release notes written by hand instead of the generated ones.
+    #[arg(long, value_name = "FILE")]
+    pub notes_file: Option<PathBuf>,
+    /// Show where a cut under way stands.
+    #[arg(long, conflicts_with_all = ["execute", "abort"])]
+    pub status: bool,
+    /// Undo a cut under way: what exists only here goes; a tag on the remote stays.
+    #[arg(long, conflicts_with = "execute")]
+    pub abort: bool,
+    /// Print one JSON object (the checks, the steps, the version, the tag, the next command).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Check a pushed release tag before a release job publishes it.
+///
+/// The tag must be annotated and name a release version; when the repository has
+/// release/allowed_signers it must be signed by a key there (git verify-tag); its body must be
+/// the version's CHANGELOG.md section at the tagged commit, byte for byte.
+#[derive(Args)]
+pub struct VerifyTag {
+    /// The tag, e.g. v2.1.0.
+    pub tag: String,
+    /// Write the tag's body (the release notes) to this file, for `package --release-notes`.
+    #[arg(long, value_name = "FILE")]
+    pub notes_out: Option<PathBuf>,
+    /// Print one JSON object (tag, version, commit, signer, notes) on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Build a release: archive, SBOM, provenance, image, payloads, signature.
@@ -61,6 +132,10 @@ pub struct Package {
     /// The folder to write the release into (default: dist/ in the workspace).
     #[arg(long)]
     pub dist: Option<PathBuf>,
+    /// Ship these release notes as RELEASE-NOTES.md, listed in SHA256SUMS and so covered by its
+    /// signature (`cargo xtask release` gives the notes it wrote into CHANGELOG.md and the tag).
+    #[arg(long, value_name = "FILE")]
+    pub release_notes: Option<PathBuf>,
     /// Print one JSON object describing the release on stdout when done (for CI).
     #[arg(long)]
     pub json: bool,

@@ -3,6 +3,7 @@
 //! This file only parses flags and dispatches; each subcommand is a module of its own.
 
 mod bench;
+mod cut;
 mod database;
 mod deploy;
 #[cfg(test)]
@@ -33,6 +34,8 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
     let sh = &xshell::Shell::new()?;
     sh.change_dir(project_root());
     match flags.command {
+        flags::Command::Release(cmd) => cmd.run(sh),
+        flags::Command::VerifyTag(cmd) => cmd.run(),
         flags::Command::Package(cmd) => cmd.run(sh),
         flags::Command::Verify(cmd) => cmd.run(sh),
         flags::Command::Kubernetes(cmd) => cmd.run(),

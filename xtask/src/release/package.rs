@@ -21,6 +21,9 @@ use crate::util::progress::step;
 use crate::util::{git, utc};
 use crate::{flags, project_root};
 
+/// The release notes a cut ships beside the release, listed in SHA256SUMS.
+pub const RELEASE_NOTES: &str = "RELEASE-NOTES.md";
+
 impl flags::Package {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
@@ -234,6 +237,15 @@ impl flags::Package {
                     .join(", ")
             ),
         );
+        if let Some(notes) = &self.release_notes {
+            let text = fs::read(notes).with_context(|| {
+                format!(
+                    "--release-notes {}: cannot read it; give the notes file",
+                    notes.display()
+                )
+            })?;
+            durable::write(&staging.path().join(RELEASE_NOTES), &text)?;
+        }
         write_sums(staging.path())?;
         // Signing is the last step: a failed signature leaves no release behind.
         if let Some(key) = &sign_key {
