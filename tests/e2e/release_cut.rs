@@ -444,9 +444,32 @@ fn a_cut_killed_at_each_step_is_finished_by_the_next_execute_with_one_commit_one
     let status = ok(&repo.release(&["--status"]));
     assert!(status.contains("done    commit CHANGELOG.md"), "{status}");
     assert!(status.contains("pending push"), "{status}");
+    // Killed while the remote receives the push: it holds both refs or neither.
+    let receiving = remote.path().to_string_lossy().into_owned();
+    kill_when(
+        &repo,
+        &args,
+        || {
+            fs::read_dir("/proc").unwrap().flatten().any(|process| {
+                fs::read(process.path().join("cmdline")).is_ok_and(|line| {
+                    let line = String::from_utf8_lossy(&line);
+                    line.contains("receive-pack") && line.contains(&receiving)
+                })
+            })
+        },
+        "the push",
+    );
+    let refs = git(remote.path(), &["for-each-ref"]);
+    let has_tag = refs.contains("refs/tags/v2.1.0");
+    let moved = !refs.contains(&format!("{}\tcommit\trefs/heads/main", repo.base))
+        && !refs.contains(&format!("{} commit\trefs/heads/main", repo.base));
+    assert_eq!(has_tag, moved, "the push landed half: {refs}");
 
     let said = ok(&repo.release(&args));
-    assert!(said.contains("continuing the cut of 2.1.0"), "{said}");
+    assert!(
+        said.contains("continuing the cut of 2.1.0") || said.contains("no cut is under way"),
+        "{said}"
+    );
     assert!(said.contains("2.1.0 is released"), "{said}");
     assert_eq!(count_release_commits(&dir, "2.1.0"), 1);
     assert_eq!(git(&dir, &["tag", "-l", "v2.1.*"]).trim(), "v2.1.0");
@@ -549,4 +572,29 @@ fn a_refused_push_lands_nothing_then_lands_both_and_a_moved_remote_refuses_the_l
     assert_eq!(count_release_commits(&dir, "2.2.0"), 0);
     assert!(!dir.join("dist/2.2.0").exists());
     assert!(git(&dir, &["status", "--porcelain"]).is_empty());
+}
+
+#[test]
+fn bump_takes_the_next_version_in_semver_order_over_release_candidates() {
+    let repo = cut_repo();
+    let _remote = repo.reset();
+    let dir = &repo.dir;
+    let next = |args: &[&str]| {
+        let mut all = vec!["--json", "--offline", "--sign-key"];
+        let key = repo.key();
+        all.push(&key);
+        all.extend_from_slice(args);
+        let output = repo.release(&all);
+        let plan: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("no plan: {}", text(&output)));
+        plan["version"].as_str().unwrap().to_owned()
+    };
+    // sort -V puts 2.1.0-rc.1 after 2.1.0; semver puts it before.
+    git(dir, &["tag", "-a", "v2.1.0-rc.1", "-m", "rc"]);
+    assert_eq!(next(&["--bump", "patch"]), "2.1.0");
+    assert_eq!(next(&["--bump", "patch", "--pre", "rc"]), "2.1.0-rc.2");
+    git(dir, &["tag", "-a", "v2.1.0", "-m", "2.1.0"]);
+    assert_eq!(next(&["--bump", "patch"]), "2.1.1");
+    assert_eq!(next(&["--bump", "minor", "--pre", "rc"]), "2.2.0-rc.1");
+    assert_eq!(next(&["--bump", "major"]), "3.0.0");
 }
