@@ -322,6 +322,20 @@ pub enum BenchWhat {
     Backup(BenchBackup),
     Deploy(BenchDeploy),
     Fleet(BenchFleet),
+    Release(BenchRelease),
+}
+
+/// The cut's own steps beside git commit, git tag -s and git push --atomic.
+///
+/// In a scratch clone of this repository with a bare remote on disk and a throwaway key: the
+/// checks, the notes, the release commit, the signed tag and its verify-tag, the development
+/// commit and the atomic leased push (the package step is `bench package`'s), beside the plain
+/// sequence on the same repository, in turns.
+#[derive(Args)]
+pub struct BenchRelease {
+    /// How many cuts (and plain sequences) to take the median of.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
 }
 
 /// A rollout over 1, 3 and 6 loopback SSH hosts beside the plain loop.

@@ -6,6 +6,7 @@ mod deploy;
 mod fleet;
 mod load;
 mod package;
+mod release;
 mod server;
 
 use std::fs;
@@ -27,6 +28,7 @@ impl flags::Bench {
             flags::BenchWhat::Backup(what) => ("backup", backup::run(sh, what)?),
             flags::BenchWhat::Deploy(what) => ("deploy", deploy::run(sh, what)?),
             flags::BenchWhat::Fleet(what) => ("fleet", fleet::run(sh, what)?),
+            flags::BenchWhat::Release(what) => ("release", release::run(what)?),
         };
         if self.json {
             let rows: Vec<_> = rows

@@ -6,11 +6,11 @@
 //! lets `--execute` run again after any failure or kill and finish; each step checks its own
 //! result first, so nothing is done twice.
 
-mod journal;
+pub mod journal;
 mod notes;
-mod plan;
-mod repo;
-mod steps;
+pub mod plan;
+pub mod repo;
+pub mod steps;
 mod verify_tag;
 pub mod version;
 

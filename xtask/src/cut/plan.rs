@@ -55,6 +55,8 @@ pub fn make(flags: &flags::Release, repo: &Repo) -> anyhow::Result<Plan> {
         };
         checks.push(Check { name, ok, detail });
     };
+    // The slowest check runs beside the others.
+    let metadata = start_metadata(&repo.root);
     let head = repo
         .resolve("HEAD")
         .context("the repository has no commit yet; commit first")?;
@@ -220,23 +222,7 @@ pub fn make(flags: &flags::Release, repo: &Repo) -> anyhow::Result<Plan> {
             Ok(format!("{} does not exist yet", release_dir.display()))
         },
     );
-    // Offline and for this host only: a check needs no download of other platforms' crates.
-    let host = Command::new("rustc")
-        .arg("-vV")
-        .output()
-        .ok()
-        .and_then(|output| {
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .find_map(|line| line.strip_prefix("host: ").map(str::to_owned))
-        })
-        .unwrap_or_else(|| "x86_64-unknown-linux-gnu".to_owned());
-    let metadata = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
-        .args(["--filter-platform", &host])
-        .current_dir(&repo.root)
-        .stdout(Stdio::null())
-        .output();
+    let metadata = metadata.and_then(|child| child.wait_with_output());
     check(
         "Cargo.lock is current",
         match metadata {
@@ -385,6 +371,33 @@ pub fn make(flags: &flags::Release, repo: &Repo) -> anyhow::Result<Plan> {
         notes,
         checks,
     })
+}
+
+/// `cargo metadata --locked`, offline and for this host only (a check needs no download of
+/// other platforms' crates), started in the background.
+fn start_metadata(root: &Path) -> std::io::Result<std::process::Child> {
+    let host = if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+    } else {
+        Command::new("rustc")
+            .arg("-vV")
+            .output()
+            .ok()
+            .and_then(|output| {
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .find_map(|line| line.strip_prefix("host: ").map(str::to_owned))
+            })
+            .unwrap_or_else(|| "x86_64-unknown-linux-gnu".to_owned())
+    };
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
+        .args(["--filter-platform", &host])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
 }
 
 /// Whether `key` signs (tried on a file outside the repository) and `allowed` lists its public

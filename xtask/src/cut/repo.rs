@@ -129,20 +129,34 @@ impl Repo {
     ) -> anyhow::Result<String> {
         let _ = std::fs::remove_file(index);
         let envs = [("GIT_INDEX_FILE", index)];
-        self.read_with_input(&["read-tree", parent], b"", &envs)?;
-        for (path, bytes) in files {
-            let blob = self.read_with_input(&["hash-object", "-w", "--stdin"], bytes, &[])?;
-            self.read_with_input(
-                &[
-                    "update-index",
-                    "--add",
-                    "--cacheinfo",
-                    &format!("100644,{blob},{path}"),
-                ],
-                b"",
-                &envs,
-            )?;
+        // The blobs in one hash-object (from files beside the private index), the index entries
+        // in one update-index.
+        let scratch: Vec<PathBuf> = (0..files.len())
+            .map(|number| index.with_extension(format!("blob{number}")))
+            .collect();
+        for (path, (_, bytes)) in scratch.iter().zip(files) {
+            std::fs::write(path, bytes)?;
         }
+        let listed: String = scratch
+            .iter()
+            .map(|path| format!("{}\n", path.display()))
+            .collect();
+        let blobs = self.read_with_input(
+            &["hash-object", "-w", "--stdin-paths"],
+            listed.as_bytes(),
+            &[],
+        );
+        for path in &scratch {
+            let _ = std::fs::remove_file(path);
+        }
+        let blobs = blobs?;
+        let entries: String = blobs
+            .lines()
+            .zip(files)
+            .map(|(blob, (path, _))| format!("100644 {blob}\t{path}\n"))
+            .collect();
+        self.read_with_input(&["read-tree", parent], b"", &envs)?;
+        self.read_with_input(&["update-index", "--index-info"], entries.as_bytes(), &envs)?;
         let tree = self.read_with_input(&["write-tree"], b"", &envs)?;
         let _ = std::fs::remove_file(index);
         self.read_with_input(
@@ -172,15 +186,21 @@ impl Repo {
         self.sync_paths(paths)
     }
 
-    /// The index and the work tree of `paths` as HEAD has them (a path HEAD lacks is removed).
+    /// The index and the work tree of `paths` as HEAD has them (a path HEAD lacks is removed),
+    /// in one checkout.
     pub fn sync_paths(&self, paths: &[&str]) -> anyhow::Result<()> {
-        for path in paths {
-            if self.file_at("HEAD", path).is_some() {
-                self.read(&["checkout", "HEAD", "--", path])?;
-            } else {
-                let _ = self.output(&["rm", "-q", "--cached", "--ignore-unmatch", "--", path]);
-                let _ = std::fs::remove_file(self.root.join(path));
-            }
+        let mut args = vec!["ls-tree", "--name-only", "HEAD", "--"];
+        args.extend_from_slice(paths);
+        let present = self.read(&args)?;
+        let present: Vec<&str> = present.lines().collect();
+        if !present.is_empty() {
+            let mut args = vec!["checkout", "HEAD", "--"];
+            args.extend_from_slice(&present);
+            self.read(&args)?;
+        }
+        for path in paths.iter().filter(|path| !present.contains(path)) {
+            let _ = self.output(&["rm", "-q", "--cached", "--ignore-unmatch", "--", path]);
+            let _ = std::fs::remove_file(self.root.join(path));
         }
         Ok(())
     }

@@ -53,30 +53,44 @@ pub fn execute(
     flags: &flags::Release,
     sh: &Shell,
 ) -> anyhow::Result<()> {
-    clear_stale_locks(repo, &journal);
+    before_package(repo, &mut journal)?;
+    package(repo, &mut journal, sh)?;
+    after_package(repo, &mut journal, flags)
+}
+
+/// Steps 1 and 2: the release commit and the tag.
+pub fn before_package(repo: &Repo, journal: &mut Journal) -> anyhow::Result<()> {
+    clear_stale_locks(repo, journal);
     // A killed run may have moved the branch before it brought the files along.
     if journal.release_commit.is_some() {
         repo.sync_paths(&PATHS)?;
     }
-    commit_release(repo, &mut journal)?;
-    tag(repo, &journal)?;
-    package(repo, &mut journal, sh)?;
-    commit_development(repo, &mut journal)?;
+    commit_release(repo, journal)?;
+    tag(repo, journal)
+}
+
+/// Steps 4 and 5: the development version and the push; the journal goes once pushed.
+pub fn after_package(
+    repo: &Repo,
+    journal: &mut Journal,
+    flags: &flags::Release,
+) -> anyhow::Result<()> {
+    commit_development(repo, journal)?;
     if flags.offline {
         eprintln!(
             "release: {} is committed, tagged and packaged here; the push is left (--offline): run `cargo xtask release --execute` when {} is reachable",
             journal.version, journal.remote
         );
-        print_outcome(&journal, flags.json, "push pending");
+        print_outcome(journal, flags.json, "push pending");
         return Ok(());
     }
-    push(repo, &mut journal, flags)?;
+    push(repo, journal, flags)?;
     Journal::remove(&repo.git_dir)?;
     eprintln!(
         "release: {} is released: {} and {} are on {}; dist/{} is packaged and verified",
         journal.version, journal.branch, journal.tag, journal.remote, journal.version
     );
-    print_outcome(&journal, flags.json, "released");
+    print_outcome(journal, flags.json, "released");
     Ok(())
 }
 
