@@ -25,8 +25,90 @@ use crate::{flags, project_root};
 pub const RELEASE_NOTES: &str = "RELEASE-NOTES.md";
 
 impl flags::Package {
+    /// The steps of a package, each a function named for it: where the release goes, what it
+    /// is built from, the build, the archive and the image, the metadata, the payloads, the
+    /// notes, SHA256SUMS and its signature, then one rename makes it a release.
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
+        let (version, dist_dir, release_dir) = self.destination()?;
+        let sign_key = signature::signing_key(self.sign_key.as_deref())?;
+        let source = self.inspect_source(sh)?;
+        note_source(started, &version, &source, &dist_dir);
+        let toolchain = Toolchain::detect(sh)?;
+        // cargo metadata for the SBOM runs while the server builds.
+        let metadata = sbom::Metadata::start(&project_root(), &toolchain.target)?;
+        let binary = build(sh, &version, &source, &toolchain)?;
+        step(
+            started,
+            &format!("built {} for {}", binary.display(), toolchain.target),
+        );
+
+        fs::create_dir_all(&dist_dir)
+            .with_context(|| format!("cannot create {}", dist_dir.display()))?;
+        durable::remove_stale_partials(&dist_dir, &format!("{version}.partial-"))?;
+        let staging = StagingDir::new(&release_dir)?;
+        let built = write_archive_and_image(
+            staging.path(),
+            started,
+            &version,
+            &binary,
+            &source,
+            &toolchain,
+        )?;
+        let manifest = manifest_of(&version, &source, &toolchain, &built);
+        let described = write_metadata(staging.path(), started, &manifest, metadata, &built)?;
+        let payloads = write_payloads(
+            staging.path(),
+            &version,
+            &manifest,
+            source.date,
+            sign_key.as_deref(),
+        )?;
+        step(
+            started,
+            &format!(
+                "wrote the payloads {}",
+                payloads
+                    .iter()
+                    .map(|payload| payload.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        self.write_notes(staging.path())?;
+        write_sums(staging.path())?;
+        // Signing is the last step: a failed signature leaves no release behind.
+        if let Some(key) = &sign_key {
+            signature::sign(&staging.path().join(signature::SUMS), key)?;
+            step(
+                started,
+                &format!("signed {} with {}", signature::SUMS, key.display()),
+            );
+        }
+        staging.commit(&release_dir)?;
+        step(started, &format!("wrote {}", shown(&release_dir).display()));
+        if sign_key.is_none() {
+            step(
+                started,
+                "not signed (give --sign-key FILE, or set SAULPOS_SIGNING_KEY, to sign)",
+            );
+        }
+        if self.json {
+            print_summary(
+                &release_dir,
+                &manifest,
+                &built,
+                &described,
+                &payloads,
+                sign_key.is_some(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The version, the dist/ folder and the release's folder in it; refuses a version that is
+    /// already released (build metadata aside) or a folder in the way.
+    fn destination(&self) -> anyhow::Result<(String, PathBuf, PathBuf)> {
         let version = release_version::parse(&self.version)?;
         let dist_dir = self.dist.clone().unwrap_or_else(dist::root);
         let release_dir = dist_dir.join(version.to_string());
@@ -45,263 +127,21 @@ impl flags::Package {
                 release_dir.display()
             );
         }
+        Ok((version.to_string(), dist_dir, release_dir))
+    }
 
-        let sign_key = signature::signing_key(self.sign_key.as_deref())?;
-        let source = self.inspect_source(sh)?;
-        step(
-            started,
-            &format!(
-                "version {version}, commit {}{}",
-                source.commit,
-                if source.dirty { " (dirty)" } else { "" }
-            ),
-        );
-
-        let same_code = released_from(&dist_dir, &source.commit, &version.to_string());
-        if !same_code.is_empty() {
-            step(
-                started,
-                &format!(
-                    "note: commit {} is already released as {}; {version} will hold the same code",
-                    source.commit,
-                    same_code.join(", ")
-                ),
-            );
-        }
-
-        let toolchain = Toolchain::detect(sh)?;
-        // cargo metadata for the SBOM runs while the server builds.
-        let metadata = sbom::Metadata::start(&project_root(), &toolchain.target)?;
-        let binary = build(sh, &version.to_string(), &source, &toolchain)?;
-        step(
-            started,
-            &format!("built {} for {}", binary.display(), toolchain.target),
-        );
-
-        fs::create_dir_all(&dist_dir)
-            .with_context(|| format!("cannot create {}", dist_dir.display()))?;
-        durable::remove_stale_partials(&dist_dir, &format!("{version}.partial-"))?;
-        let staging = StagingDir::new(&release_dir)?;
-        let version_text = version.to_string();
-        let mut entries = release_entries(&version_text, &binary, &source, &toolchain)?;
-        let archive_name = dist::archive_name(&version_text, &toolchain.target);
-        let archive_facts = write_archive(
-            staging.path(),
-            &archive_name,
-            &mut entries,
-            source.date,
-            archive::LEVEL,
-        )?;
-        step(
-            started,
-            &format!(
-                "archived {} ({} bytes, sha256 {})",
-                archive_name, archive_facts.size, archive_facts.sha256
-            ),
-        );
-
-        let runtime = image::runtime_files(&binary)?;
-        let source_url = image::source_url(&project_root());
-        let created = utc::rfc3339(source.date);
-        let image_facts = image::write(
-            staging.path(),
-            &image::Recipe {
-                version: &version_text,
-                revision: &source.commit,
-                created: &created,
-                source_date: source.date,
-                source: source_url.as_deref(),
-                licenses: LICENSE,
-                target: &toolchain.target,
-                release: &entries,
-                runtime: &runtime,
-            },
-        )?;
-        step(
-            started,
-            &format!(
-                "built the image {} ({} bytes, {:.2}x the server archive; {})",
-                image_facts.name,
-                image_facts.size,
-                image_facts.size as f64 / archive_facts.size as f64,
-                image_facts.digest
-            ),
-        );
-
-        let manifest = Manifest {
-            name: "saulpos-server".to_owned(),
-            version: version_text.clone(),
-            git_commit: source.commit.clone(),
-            git_dirty: source.dirty,
-            // The source date, never the wall clock: the manifests travel inside the payloads,
-            // which must come out byte for byte the same from the same commit.
-            build_time: utc::rfc3339(source.date),
-            source_date: utc::rfc3339(source.date),
-            rustc: toolchain.rustc.clone(),
-            target: toolchain.target.clone(),
-            profile: "release".to_owned(),
-            archive: archive_facts,
-            files: entries.iter().map(file_facts).collect(),
-            image: Some(manifest::ImageFacts {
-                name: image_facts.name.clone(),
-                size: image_facts.size,
-                sha256: image_facts.sha256.clone(),
-                digest: image_facts.digest.clone(),
-                files: runtime
-                    .iter()
-                    .map(|file| manifest::ImageFile {
-                        path: file.path.clone(),
-                        size: file.bytes.len() as u64,
-                        sha256: file.sha256.clone(),
-                        package: file
-                            .package
-                            .as_ref()
-                            .map(|(name, version, arch)| format!("{name} {version} {arch}")),
-                    })
-                    .collect(),
-            }),
+    /// `--release-notes`: RELEASE-NOTES.md, listed in SHA256SUMS with the rest.
+    fn write_notes(&self, folder: &Path) -> anyhow::Result<()> {
+        let Some(notes) = &self.release_notes else {
+            return Ok(());
         };
-        let checksum_name = format!("{archive_name}.sha256");
-        durable::write(
-            &staging.path().join(&checksum_name),
-            checksum::line(&manifest.archive.sha256, &archive_name).as_bytes(),
-        )?;
-        durable::write(
-            &staging.path().join(manifest::TEXT_NAME),
-            manifest.to_text().as_bytes(),
-        )?;
-        durable::write(
-            &staging.path().join(manifest::JSON_NAME),
-            manifest.to_json_text().as_bytes(),
-        )?;
-        let sbom_name = sbom::file_name(&version_text);
-        let sbom_text = metadata.sbom(
-            &version_text,
-            &manifest.archive.sha256,
-            &manifest.source_date,
-            &runtime,
-        )?;
-        durable::write(&staging.path().join(&sbom_name), sbom_text.as_bytes())?;
-        let lock_path = project_root().join("Cargo.lock");
-        let (cargo_lock_sha256, _) = checksum::sha256_file(&lock_path)?;
-        let kubernetes_files =
-            write_kubernetes(staging.path(), &version_text, &image_facts.digest, &entries)?;
-        let mut subjects = Vec::new();
-        for name in [
-            archive_name.clone(),
-            checksum_name.clone(),
-            manifest::TEXT_NAME.to_owned(),
-            manifest::JSON_NAME.to_owned(),
-            sbom_name.clone(),
-            image_facts.name.clone(),
-        ]
-        .into_iter()
-        .chain(kubernetes_files.iter().cloned())
-        {
-            let (digest, _) = checksum::sha256_file(&staging.path().join(&name))?;
-            subjects.push((name, digest));
-        }
-        let statement = provenance::statement(&provenance::Build {
-            version: &version_text,
-            git_commit: &manifest.git_commit,
-            git_dirty: manifest.git_dirty,
-            rustc: &manifest.rustc,
-            target: &manifest.target,
-            source_date: &manifest.source_date,
-            cargo_lock_sha256: &cargo_lock_sha256,
-            subjects,
-        });
-        durable::write(
-            &staging.path().join(provenance::FILE_NAME),
-            statement.as_bytes(),
-        )?;
-        step(
-            started,
-            &format!("wrote the SBOM {sbom_name} and {}", provenance::FILE_NAME),
-        );
-        let payloads = write_payloads(
-            staging.path(),
-            &version_text,
-            &manifest,
-            source.date,
-            sign_key.as_deref(),
-        )?;
-        step(
-            started,
-            &format!(
-                "wrote the payloads {}",
-                payloads
-                    .iter()
-                    .map(|payload| payload.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-        if let Some(notes) = &self.release_notes {
-            let text = fs::read(notes).with_context(|| {
-                format!(
-                    "--release-notes {}: cannot read it; give the notes file",
-                    notes.display()
-                )
-            })?;
-            durable::write(&staging.path().join(RELEASE_NOTES), &text)?;
-        }
-        write_sums(staging.path())?;
-        // Signing is the last step: a failed signature leaves no release behind.
-        if let Some(key) = &sign_key {
-            signature::sign(&staging.path().join(signature::SUMS), key)?;
-            step(
-                started,
-                &format!("signed {} with {}", signature::SUMS, key.display()),
-            );
-        }
-        staging.commit(&release_dir)?;
-        step(started, &format!("wrote {}", shown(&release_dir).display()));
-        if sign_key.is_none() {
-            step(
-                started,
-                "not signed (give --sign-key FILE, or set SAULPOS_SIGNING_KEY, to sign)",
-            );
-        }
-
-        if self.json {
-            let summary = json!({
-                "version": version_text,
-                "directory": release_dir,
-                "archive": {
-                    "path": release_dir.join(&archive_name),
-                    "size": manifest.archive.size,
-                    "sha256": manifest.archive.sha256,
-                },
-                "checksum_file": release_dir.join(&checksum_name),
-                "manifest_txt": release_dir.join(manifest::TEXT_NAME),
-                "manifest_json": release_dir.join(manifest::JSON_NAME),
-                "git_commit": manifest.git_commit,
-                "git_dirty": manifest.git_dirty,
-                "target": manifest.target,
-                "files": manifest.files.len(),
-                "payloads": payloads.iter().zip(payload_files::ENVIRONMENTS).map(|(payload, env)| json!({
-                    "env": env,
-                    "path": release_dir.join(&payload.name),
-                    "size": payload.size,
-                    "sha256": payload.sha256,
-                })).collect::<Vec<_>>(),
-                "sums": release_dir.join(sums::SUMS),
-                "signature": sign_key.as_ref().map(|_| release_dir.join(signature::SIG)),
-                "sbom": release_dir.join(&sbom_name),
-                "image": {
-                    "path": release_dir.join(&image_facts.name),
-                    "size": image_facts.size,
-                    "sha256": image_facts.sha256,
-                    "digest": image_facts.digest,
-                    "ref_name": image::ref_name(&version_text),
-                },
-                "kubernetes": kubernetes_files.iter().map(|name| release_dir.join(name)).collect::<Vec<_>>(),
-                "provenance": release_dir.join(provenance::FILE_NAME),
-            });
-            println!("{summary}");
-        }
-        Ok(())
+        let text = fs::read(notes).with_context(|| {
+            format!(
+                "--release-notes {}: cannot read it; give the notes file",
+                notes.display()
+            )
+        })?;
+        durable::write(&folder.join(RELEASE_NOTES), &text)
     }
 
     fn inspect_source(&self, sh: &Shell) -> anyhow::Result<Source> {
@@ -349,6 +189,274 @@ impl flags::Package {
 }
 
 /// `path` relative to the current folder when it lies below it (`dist/2.0.0`), else as it is.
+/// The version and the commit it is built from, and whether that commit is already released
+/// under another number.
+fn note_source(started: Instant, version: &str, source: &Source, dist_dir: &Path) {
+    step(
+        started,
+        &format!(
+            "version {version}, commit {}{}",
+            source.commit,
+            if source.dirty { " (dirty)" } else { "" }
+        ),
+    );
+    let same_code = released_from(dist_dir, &source.commit, version);
+    if !same_code.is_empty() {
+        step(
+            started,
+            &format!(
+                "note: commit {} is already released as {}; {version} will hold the same code",
+                source.commit,
+                same_code.join(", ")
+            ),
+        );
+    }
+}
+
+/// What the archive and the image steps made.
+struct Built {
+    entries: Vec<Entry>,
+    archive_name: String,
+    archive_facts: ArchiveFacts,
+    runtime: Vec<image::RuntimeFile>,
+    image_facts: image::ImageFacts,
+}
+
+/// The server archive, then the OCI image from the same files.
+fn write_archive_and_image(
+    folder: &Path,
+    started: Instant,
+    version: &str,
+    binary: &Path,
+    source: &Source,
+    toolchain: &Toolchain,
+) -> anyhow::Result<Built> {
+    let mut entries = release_entries(version, binary, source, toolchain)?;
+    let archive_name = dist::archive_name(version, &toolchain.target);
+    let archive_facts = write_archive(
+        folder,
+        &archive_name,
+        &mut entries,
+        source.date,
+        archive::LEVEL,
+    )?;
+    step(
+        started,
+        &format!(
+            "archived {} ({} bytes, sha256 {})",
+            archive_name, archive_facts.size, archive_facts.sha256
+        ),
+    );
+    let runtime = image::runtime_files(binary)?;
+    let source_url = image::source_url(&project_root());
+    let created = utc::rfc3339(source.date);
+    let image_facts = image::write(
+        folder,
+        &image::Recipe {
+            version,
+            revision: &source.commit,
+            created: &created,
+            source_date: source.date,
+            source: source_url.as_deref(),
+            licenses: LICENSE,
+            target: &toolchain.target,
+            release: &entries,
+            runtime: &runtime,
+        },
+    )?;
+    step(
+        started,
+        &format!(
+            "built the image {} ({} bytes, {:.2}x the server archive; {})",
+            image_facts.name,
+            image_facts.size,
+            image_facts.size as f64 / archive_facts.size as f64,
+            image_facts.digest
+        ),
+    );
+    Ok(Built {
+        entries,
+        archive_name,
+        archive_facts,
+        runtime,
+        image_facts,
+    })
+}
+
+/// The manifest of what was built.
+fn manifest_of(version: &str, source: &Source, toolchain: &Toolchain, built: &Built) -> Manifest {
+    Manifest {
+        name: "saulpos-server".to_owned(),
+        version: version.to_owned(),
+        git_commit: source.commit.clone(),
+        git_dirty: source.dirty,
+        // The source date, never the wall clock: the manifests travel inside the payloads,
+        // which must come out byte for byte the same from the same commit.
+        build_time: utc::rfc3339(source.date),
+        source_date: utc::rfc3339(source.date),
+        rustc: toolchain.rustc.clone(),
+        target: toolchain.target.clone(),
+        profile: "release".to_owned(),
+        archive: built.archive_facts.clone(),
+        files: built.entries.iter().map(file_facts).collect(),
+        image: Some(manifest::ImageFacts {
+            name: built.image_facts.name.clone(),
+            size: built.image_facts.size,
+            sha256: built.image_facts.sha256.clone(),
+            digest: built.image_facts.digest.clone(),
+            files: built
+                .runtime
+                .iter()
+                .map(|file| manifest::ImageFile {
+                    path: file.path.clone(),
+                    size: file.bytes.len() as u64,
+                    sha256: file.sha256.clone(),
+                    package: file
+                        .package
+                        .as_ref()
+                        .map(|(name, version, arch)| format!("{name} {version} {arch}")),
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// What the metadata step wrote.
+struct Described {
+    checksum_name: String,
+    sbom_name: String,
+    kubernetes_files: Vec<String>,
+}
+
+/// The archive's .sha256, both manifests, the SBOM, the Kubernetes manifests and the provenance.
+fn write_metadata(
+    folder: &Path,
+    started: Instant,
+    manifest: &Manifest,
+    metadata: sbom::Metadata,
+    built: &Built,
+) -> anyhow::Result<Described> {
+    let (version_text, archive_name, runtime, image_facts, entries) = (
+        &manifest.version,
+        &built.archive_name,
+        &built.runtime,
+        &built.image_facts,
+        &built.entries,
+    );
+    let checksum_name = format!("{archive_name}.sha256");
+    durable::write(
+        &folder.join(&checksum_name),
+        checksum::line(&manifest.archive.sha256, archive_name).as_bytes(),
+    )?;
+    durable::write(
+        &folder.join(manifest::TEXT_NAME),
+        manifest.to_text().as_bytes(),
+    )?;
+    durable::write(
+        &folder.join(manifest::JSON_NAME),
+        manifest.to_json_text().as_bytes(),
+    )?;
+    let sbom_name = sbom::file_name(version_text);
+    let sbom_text = metadata.sbom(
+        version_text,
+        &manifest.archive.sha256,
+        &manifest.source_date,
+        runtime,
+    )?;
+    durable::write(&folder.join(&sbom_name), sbom_text.as_bytes())?;
+    let lock_path = project_root().join("Cargo.lock");
+    let (cargo_lock_sha256, _) = checksum::sha256_file(&lock_path)?;
+    let kubernetes_files = write_kubernetes(folder, version_text, &image_facts.digest, entries)?;
+    let mut subjects = Vec::new();
+    for name in [
+        archive_name.clone(),
+        checksum_name.clone(),
+        manifest::TEXT_NAME.to_owned(),
+        manifest::JSON_NAME.to_owned(),
+        sbom_name.clone(),
+        image_facts.name.clone(),
+    ]
+    .into_iter()
+    .chain(kubernetes_files.iter().cloned())
+    {
+        let (digest, _) = checksum::sha256_file(&folder.join(&name))?;
+        subjects.push((name, digest));
+    }
+    let statement = provenance::statement(&provenance::Build {
+        version: version_text,
+        git_commit: &manifest.git_commit,
+        git_dirty: manifest.git_dirty,
+        rustc: &manifest.rustc,
+        target: &manifest.target,
+        source_date: &manifest.source_date,
+        cargo_lock_sha256: &cargo_lock_sha256,
+        subjects,
+    });
+    durable::write(&folder.join(provenance::FILE_NAME), statement.as_bytes())?;
+    step(
+        started,
+        &format!("wrote the SBOM {sbom_name} and {}", provenance::FILE_NAME),
+    );
+    Ok(Described {
+        checksum_name,
+        sbom_name,
+        kubernetes_files,
+    })
+}
+
+/// `--json`: one object describing the release.
+fn print_summary(
+    release_dir: &Path,
+    manifest: &Manifest,
+    built: &Built,
+    described: &Described,
+    payloads: &[ArchiveFacts],
+    signed: bool,
+) {
+    let (version_text, archive_name, image_facts) =
+        (&manifest.version, &built.archive_name, &built.image_facts);
+    let (checksum_name, sbom_name, kubernetes_files) = (
+        &described.checksum_name,
+        &described.sbom_name,
+        &described.kubernetes_files,
+    );
+    let summary = json!({
+        "version": version_text,
+        "directory": release_dir,
+        "archive": {
+            "path": release_dir.join(archive_name),
+            "size": manifest.archive.size,
+            "sha256": manifest.archive.sha256,
+        },
+        "checksum_file": release_dir.join(checksum_name),
+        "manifest_txt": release_dir.join(manifest::TEXT_NAME),
+        "manifest_json": release_dir.join(manifest::JSON_NAME),
+        "git_commit": manifest.git_commit,
+        "git_dirty": manifest.git_dirty,
+        "target": manifest.target,
+        "files": manifest.files.len(),
+        "payloads": payloads.iter().zip(payload_files::ENVIRONMENTS).map(|(payload, env)| json!({
+            "env": env,
+            "path": release_dir.join(&payload.name),
+            "size": payload.size,
+            "sha256": payload.sha256,
+        })).collect::<Vec<_>>(),
+        "sums": release_dir.join(sums::SUMS),
+        "signature": signed.then(|| release_dir.join(signature::SIG)),
+        "sbom": release_dir.join(sbom_name),
+        "image": {
+            "path": release_dir.join(&image_facts.name),
+            "size": image_facts.size,
+            "sha256": image_facts.sha256,
+            "digest": image_facts.digest,
+            "ref_name": image::ref_name(version_text),
+        },
+        "kubernetes": kubernetes_files.iter().map(|name| release_dir.join(name)).collect::<Vec<_>>(),
+        "provenance": release_dir.join(provenance::FILE_NAME),
+    });
+    println!("{summary}");
+}
+
 fn shown(path: &Path) -> PathBuf {
     std::env::current_dir()
         .ok()
