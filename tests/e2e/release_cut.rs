@@ -103,6 +103,13 @@ impl CutRepo {
         );
     }
 
+    /// A fresh remote and the commits of a typical release: the remote, and the release key.
+    fn prepared(&self) -> (tempfile::TempDir, String) {
+        let remote = self.reset();
+        self.changes();
+        (remote, self.key())
+    }
+
     fn key(&self) -> String {
         self.keys.join("release").display().to_string()
     }
@@ -178,9 +185,7 @@ fn count_release_commits(dir: &Path, version: &str) -> usize {
 #[test]
 fn the_plan_changes_nothing_and_execute_pushes_a_signed_tag_with_the_same_notes_everywhere() {
     let repo = cut_repo();
-    let remote = repo.reset();
-    repo.changes();
-    let key = repo.key();
+    let (remote, key) = repo.prepared();
 
     // A patch over a new migration is refused by the bump rules, naming the migration.
     let said = refused(&repo.release(&["2.0.1", "--sign-key", &key]));
@@ -286,9 +291,7 @@ fn the_plan_changes_nothing_and_execute_pushes_a_signed_tag_with_the_same_notes_
 #[test]
 fn refusals_name_their_fix_and_change_nothing() {
     let repo = cut_repo();
-    let remote = repo.reset();
-    repo.changes();
-    let key = repo.key();
+    let (remote, key) = repo.prepared();
     let dir = &repo.dir;
     let plan = |args: &[&str], expected: &str| {
         let before = repo.state(remote.path());
@@ -401,9 +404,7 @@ fn kill_when(repo: &CutRepo, args: &[&str], point: impl Fn() -> bool, what: &str
 #[test]
 fn a_cut_killed_at_each_step_is_finished_by_the_next_execute_with_one_commit_one_tag_one_release() {
     let repo = cut_repo();
-    let remote = repo.reset();
-    repo.changes();
-    let key = repo.key();
+    let (remote, key) = repo.prepared();
     let dir = repo.dir.clone();
     let args = ["2.1.0", "--execute", "--sign-key", key.as_str()];
     let base = git(&dir, &["rev-parse", "main"]);
@@ -495,9 +496,7 @@ fn a_cut_killed_at_each_step_is_finished_by_the_next_execute_with_one_commit_one
 #[test]
 fn a_refused_push_lands_nothing_then_lands_both_and_a_moved_remote_refuses_the_lease() {
     let repo = cut_repo();
-    let remote = repo.reset();
-    repo.changes();
-    let key = repo.key();
+    let (remote, key) = repo.prepared();
     let dir = repo.dir.clone();
     let args = ["2.1.0", "--execute", "--sign-key", key.as_str()];
     let hook = remote.path().join("hooks/pre-receive");

@@ -517,10 +517,11 @@ pub fn xtask(dir: &Path, args: &[&str]) -> Output {
     xtask_command(dir, args).output().unwrap()
 }
 
-/// Runs `cargo xtask <args>` in `dir`, which must succeed; its whole output (stdout then
-/// stderr). On failure it panics with the command, its folder and everything it printed.
+/// Runs `cargo xtask <args>` in `dir`, which must succeed: what it did, and its whole output
+/// (stdout then stderr). On failure it panics with the command, its folder and everything it
+/// printed.
 #[track_caller]
-pub fn xtask_ok(dir: &Path, args: &[&str]) -> String {
+fn xtask_succeeded(dir: &Path, args: &[&str]) -> (Output, String) {
     let output = xtask(dir, args);
     let printed = text(&output);
     assert!(
@@ -530,22 +531,20 @@ pub fn xtask_ok(dir: &Path, args: &[&str]) -> String {
         dir.display(),
         output.status
     );
-    printed
+    (output, printed)
+}
+
+/// Runs `cargo xtask <args>` in `dir`, which must succeed; its whole output.
+#[track_caller]
+pub fn xtask_ok(dir: &Path, args: &[&str]) -> String {
+    xtask_succeeded(dir, args).1
 }
 
 /// Runs `cargo xtask <args>` in `dir`, which must succeed, and reads its standard output as one
 /// JSON object; panics with the command, its folder and its whole output otherwise.
 #[track_caller]
 pub fn xtask_json(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let output = xtask(dir, args);
-    let printed = text(&output);
-    assert!(
-        output.status.success(),
-        "`cargo xtask {}` in {} failed ({}):\n{printed}",
-        args.join(" "),
-        dir.display(),
-        output.status
-    );
+    let (output, printed) = xtask_succeeded(dir, args);
     serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
         panic!(
             "`cargo xtask {}` in {} printed no JSON object on stdout ({error}):\n{printed}",

@@ -277,33 +277,16 @@ pub fn make(flags: &flags::Release, repo: &Repo) -> anyhow::Result<Plan> {
             })
         })
         .collect();
-    let migrations: Vec<String> = match &since {
-        Some(since) => repo
-            .read(&[
-                "diff",
-                "--name-only",
-                "--diff-filter=A",
-                since,
-                "HEAD",
-                "--",
-                "server/migrations",
-            ])?
-            .lines()
-            .map(str::to_owned)
-            .collect(),
-        None => repo
-            .read(&[
-                "ls-tree",
-                "-r",
-                "--name-only",
-                "HEAD",
-                "--",
-                "server/migrations",
-            ])?
-            .lines()
-            .map(str::to_owned)
-            .collect(),
+    // Added since the last release tag; for the first one, all there are.
+    let listing: Vec<&str> = match &since {
+        Some(since) => vec!["diff", "--name-only", "--diff-filter=A", since, "HEAD"],
+        None => vec!["ls-tree", "-r", "--name-only", "HEAD"],
     };
+    let migrations: Vec<String> = repo
+        .read(&[listing.as_slice(), &["--", "server/migrations"]].concat())?
+        .lines()
+        .map(str::to_owned)
+        .collect();
     let breaking: Vec<&Commit> = commits.iter().filter(|commit| commit.breaking()).collect();
     let needed = version::needed(last.as_ref(), !breaking.is_empty(), !migrations.is_empty());
     let step = version::step(last.as_ref(), &version);

@@ -49,17 +49,7 @@ impl Repo {
 
     /// Runs git, which must succeed; its stdout, trimmed.
     pub fn read(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = self.output(args)?;
-        if !output.status.success() {
-            bail!(
-                "git {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .trim_end()
-            .to_owned())
+        stdout_of(args, self.output(args)?)
     }
 
     /// Whether git exits 0.
@@ -94,17 +84,7 @@ impl Repo {
             .expect("stdin is piped")
             .write_all(input)
             .context("cannot write to git")?;
-        let output = child.wait_with_output()?;
-        if !output.status.success() {
-            bail!(
-                "git {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .trim_end()
-            .to_owned())
+        stdout_of(args, child.wait_with_output()?)
     }
 
     /// The object a ref or revision names, if it exists.
@@ -230,4 +210,18 @@ impl Repo {
             })
             .collect())
     }
+}
+
+/// A git call's stdout, trimmed, or an error quoting its stderr.
+fn stdout_of(args: &[&str], output: Output) -> anyhow::Result<String> {
+    if !output.status.success() {
+        bail!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_owned())
 }

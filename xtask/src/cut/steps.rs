@@ -184,20 +184,35 @@ fn commit_release(repo: &Repo, journal: &mut Journal) -> anyhow::Result<()> {
             lock_version(repo, &journal.base, &journal.version)?,
         ),
     ];
-    let commit = repo.commit_files(
+    let commit = commit_on(
+        repo,
+        journal,
         &journal.base,
         &files,
-        &format!("{}\n", release_subject(journal)),
-        &journal::dir(&repo.git_dir).join("index"),
+        &release_subject(journal),
     )?;
-    repo.advance(&journal.branch, &commit, &journal.base, &PATHS)?;
-    eprintln!(
-        "release: committed {} ({})",
-        release_subject(journal),
-        &commit[..7]
-    );
     journal.release_commit = Some(commit);
     journal.save(&repo.git_dir)
+}
+
+/// A commit of `files` on `parent` with `subject`, the branch moved onto it (compare-and-swap)
+/// and the files brought along; its id.
+fn commit_on(
+    repo: &Repo,
+    journal: &Journal,
+    parent: &str,
+    files: &[(&str, Vec<u8>)],
+    subject: &str,
+) -> anyhow::Result<String> {
+    let commit = repo.commit_files(
+        parent,
+        files,
+        &format!("{subject}\n"),
+        &journal::dir(&repo.git_dir).join("index"),
+    )?;
+    repo.advance(&journal.branch, &commit, parent, &PATHS)?;
+    eprintln!("release: committed {subject} ({})", &commit[..7]);
+    Ok(commit)
 }
 
 /// Cargo.toml at `commit` with the workspace version set to `version`.
@@ -341,10 +356,7 @@ fn package(repo: &Repo, journal: &mut Journal, sh: &Shell) -> anyhow::Result<()>
     let commit = journal.release_commit.clone().expect("step 1 is done");
     let release_dir = dist::root().join(&journal.version);
     if release_dir.exists() {
-        let recorded = fs::read(release_dir.join("manifest.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .and_then(|manifest| manifest["git_commit"].as_str().map(str::to_owned));
+        let recorded = dist::recorded_commit(&release_dir);
         if recorded.as_deref() != Some(commit.as_str()) {
             bail!(
                 "{} holds another commit's release ({}); remove it if it was never shipped, then run --execute again",
@@ -425,18 +437,13 @@ fn commit_development(repo: &Repo, journal: &mut Journal) -> anyhow::Result<()> 
         ("Cargo.toml", workspace_version(repo, &release, &next)?),
         ("Cargo.lock", lock_version(repo, &release, &next)?),
     ];
-    let commit = repo.commit_files(
+    let commit = commit_on(
+        repo,
+        journal,
         &release,
         &files,
-        &format!("{}\n", development_subject(journal)),
-        &journal::dir(&repo.git_dir).join("index"),
+        &development_subject(journal),
     )?;
-    repo.advance(&journal.branch, &commit, &release, &PATHS)?;
-    eprintln!(
-        "release: committed {} ({})",
-        development_subject(journal),
-        &commit[..7]
-    );
     journal.bump_commit = Some(commit);
     journal.save(&repo.git_dir)
 }
@@ -626,10 +633,7 @@ pub fn abort(repo: &Repo, flags: &flags::Release) -> anyhow::Result<()> {
         );
     }
     let release_dir: PathBuf = dist::root().join(&journal.version);
-    let recorded = fs::read(release_dir.join("manifest.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|manifest| manifest["git_commit"].as_str().map(str::to_owned));
+    let recorded = dist::recorded_commit(&release_dir);
     if recorded.is_some() && recorded == journal.release_commit {
         fs::remove_dir_all(&release_dir)?;
         eprintln!("release: removed {}", release_dir.display());

@@ -65,3 +65,10 @@ pub fn release_dir(dist: &Path, version_text: &str) -> anyhow::Result<(Version, 
     }
     Ok((version, dir))
 }
+
+/// The commit a release folder's manifest records, if it has a readable one.
+pub fn recorded_commit(release_dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(release_dir.join(crate::release::manifest::JSON_NAME)).ok()?;
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    manifest["git_commit"].as_str().map(str::to_owned)
+}

@@ -796,11 +796,6 @@ fn released_from(dist_dir: &Path, commit: &str, version: &str) -> Vec<String> {
         .into_iter()
         .map(|other| other.to_string())
         .filter(|other| other != version)
-        .filter(|other| {
-            fs::read(dist_dir.join(other).join(manifest::JSON_NAME))
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-                .is_some_and(|manifest| manifest["git_commit"] == commit)
-        })
+        .filter(|other| dist::recorded_commit(&dist_dir.join(other)).as_deref() == Some(commit))
         .collect()
 }
