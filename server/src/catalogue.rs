@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::ApiError;
 
@@ -74,18 +74,18 @@ pub async fn load_demo(pool: &PgPool) -> sqlx::Result<()> {
     Ok(())
 }
 
-pub async fn find(pool: &PgPool, sku: &str) -> Result<Product, ApiError> {
+pub async fn find(connection: &mut PgConnection, sku: &str) -> Result<Product, ApiError> {
     sqlx::query_as::<_, Product>(
         "SELECT sku, name, unit_price_cents, trim(currency) AS currency FROM product WHERE sku = $1 AND active",
     )
     .bind(sku)
-    .fetch_optional(pool)
+    .fetch_optional(connection)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no product with SKU {sku:?}")))
 }
 
 /// Prices a cart from the catalogue. Reads only: nothing is written.
-pub async fn price(pool: &PgPool, cart: Cart) -> Result<PricedCart, ApiError> {
+pub async fn price(connection: &mut PgConnection, cart: Cart) -> Result<PricedCart, ApiError> {
     if cart.items.is_empty() {
         return Err(ApiError::Unprocessable(
             "the cart is empty: add at least one item with a sku and a quantity".to_owned(),
@@ -106,7 +106,7 @@ pub async fn price(pool: &PgPool, cart: Cart) -> Result<PricedCart, ApiError> {
         "SELECT sku, name, unit_price_cents, trim(currency) AS currency FROM product WHERE sku = ANY($1) AND active",
     )
     .bind(&skus)
-    .fetch_all(pool)
+    .fetch_all(connection)
     .await?
     .into_iter()
     .map(|product| (product.sku.clone(), product))

@@ -13,7 +13,7 @@ use crate::auth::Auth;
 use crate::auth::user_command::UserCommand;
 use crate::auth::users;
 use crate::config::Config;
-use crate::routes::{self, AppState};
+use crate::routes;
 use crate::{build_info, catalogue, db, serve, telemetry};
 
 /// SaulPOS server. Configuration comes from the profile files and SAULPOS_* variables:
@@ -121,14 +121,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         listener.local_addr()?,
         config.profile
     );
-    let state = AppState {
-        pool: pool.clone(),
-        profile: config.profile,
-        show_health_details: config.show_health_details,
-        health_timeout: config.database.health_timeout,
-        auth,
-        trusted_proxies: config.server.trusted_proxies.clone().into(),
-    };
+    let state = routes::state(pool.clone(), &config, auth);
     let max_connections =
         serve::connection_cap(config.server.max_connections, config.database.pool_size);
     if max_connections < config.server.max_connections {

@@ -113,6 +113,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub show_health_details: bool,
+    /// Whether requests are measured and `/actuator/prometheus` serves the metrics.
+    pub metrics_enabled: bool,
     pub log_format: LogFormat,
     pub log_level: String,
     pub load_demo_catalogue: bool,
@@ -216,6 +218,8 @@ struct FileConfig {
     logging: FileLogging,
     catalogue: FileCatalogue,
     #[serde(default)]
+    metrics: FileMetrics,
+    #[serde(default)]
     auth: FileAuth,
 }
 
@@ -287,6 +291,18 @@ struct FileHealth {
 struct FileLogging {
     format: LogFormat,
     level: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileMetrics {
+    enabled: bool,
+}
+
+impl Default for FileMetrics {
+    fn default() -> FileMetrics {
+        FileMetrics { enabled: true }
+    }
 }
 
 #[derive(Deserialize)]
@@ -563,6 +579,17 @@ impl Config {
                 LogFormat::Text
             }
         };
+        let metrics_enabled = match env("SAULPOS_METRICS_ENABLED").as_deref() {
+            None => file.metrics.enabled,
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                problems.push(format!(
+                    "SAULPOS_METRICS_ENABLED: {other:?} is neither true nor false; give one of them"
+                ));
+                true
+            }
+        };
         let (log_level, _) = overridden("SAULPOS_LOG_LEVEL", file.logging.level);
         if log_level
             .parse::<tracing_subscriber::filter::Targets>()
@@ -602,6 +629,7 @@ impl Config {
                 health_timeout: Duration::from_millis(health_timeout_ms),
             },
             show_health_details: file.health.show_details,
+            metrics_enabled,
             log_format,
             log_level,
             load_demo_catalogue: file.catalogue.load_demo,
@@ -698,6 +726,7 @@ impl Config {
                 database.health_timeout.as_millis().to_string(),
             ),
             ("health.show_details", self.show_health_details.to_string()),
+            ("metrics.enabled", self.metrics_enabled.to_string()),
             (
                 "logging.format",
                 format!("{:?}", self.log_format).to_lowercase(),

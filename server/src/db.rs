@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::{PgConnection, Postgres};
 
 use crate::config::{DatabaseConfig, SslMode};
 
@@ -206,11 +208,63 @@ fn migration_file(version: i64) -> String {
 }
 
 /// Checks the database answers within `timeout`; returns how long it took.
-pub async fn ping(pool: &PgPool, timeout: Duration) -> Result<Duration, String> {
+pub async fn ping(db: &Db, timeout: Duration) -> Result<Duration, String> {
     let started = Instant::now();
-    match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await {
+    let check = async {
+        let mut connection = db.acquire().await?;
+        sqlx::query("SELECT 1").execute(&mut *connection).await
+    };
+    match tokio::time::timeout(timeout, check).await {
         Ok(Ok(_)) => Ok(started.elapsed()),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
     }
+}
+
+/// The pool as the request handlers use it: each connection taken is timed into
+/// `saulpos_db_pool_acquire_duration_seconds` (sqlx keeps no such figure).
+#[derive(Clone)]
+pub struct Db {
+    pub pool: PgPool,
+    acquire_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Db {
+    pub fn new(
+        pool: PgPool,
+        acquire_seconds: prometheus_client::metrics::histogram::Histogram,
+    ) -> Db {
+        Db {
+            pool,
+            acquire_seconds,
+        }
+    }
+
+    /// A connection from the pool, for one request's queries.
+    pub async fn acquire(&self) -> sqlx::Result<PoolConnection<Postgres>> {
+        let started = Instant::now();
+        let connection = self.pool.acquire().await;
+        self.acquire_seconds
+            .observe(started.elapsed().as_secs_f64());
+        connection
+    }
+}
+
+/// What a metrics scrape reads from the database: the bearer tokens not yet expired and the
+/// migrations applied; none when the database does not answer within `timeout`.
+pub async fn scrape_figures(db: &Db, timeout: Duration) -> Option<(i64, i64)> {
+    let read = async {
+        let mut connection = db.acquire().await?;
+        scrape_query(&mut connection).await
+    };
+    tokio::time::timeout(timeout, read).await.ok()?.ok()
+}
+
+async fn scrape_query(connection: &mut PgConnection) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM auth_token WHERE expires_at > now()),
+                (SELECT count(*) FROM _sqlx_migrations WHERE success)",
+    )
+    .fetch_one(connection)
+    .await
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod routes;
 pub mod serve;
 pub mod telemetry;

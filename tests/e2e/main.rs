@@ -9,6 +9,7 @@ mod hostile_clients;
 mod image;
 mod incident;
 mod install;
+mod metrics;
 mod package;
 mod release_cut;
 mod release_day;

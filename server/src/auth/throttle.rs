@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection};
 
 use crate::config::AuthConfig;
 
@@ -148,13 +148,13 @@ impl Throttle {
     /// takes it back; or says how long to wait.
     pub async fn reserve(
         &self,
-        pool: &PgPool,
+        connection: &mut PgConnection,
         username: &str,
         client: Option<IpAddr>,
     ) -> sqlx::Result<Reserved> {
         let keys = Throttle::keys(username, client);
         let digests: Vec<Vec<u8>> = keys.iter().map(|(digest, _)| digest.clone()).collect();
-        let mut transaction = pool.begin().await?;
+        let mut transaction = connection.begin().await?;
         lock_keys(&mut transaction, &keys).await?;
         sqlx::query(
             "INSERT INTO login_throttle (key_sha256)
@@ -224,7 +224,7 @@ impl Throttle {
     /// Counts nobody touched for long are dropped on the way.
     pub async fn succeeded(
         &self,
-        pool: &PgPool,
+        connection: &mut PgConnection,
         username: &str,
         client: Option<IpAddr>,
     ) -> sqlx::Result<()> {
@@ -239,7 +239,7 @@ impl Throttle {
             .filter(|(_, kind)| *kind == Kind::Client)
             .map(|(digest, _)| digest.clone())
             .collect();
-        let mut transaction = pool.begin().await?;
+        let mut transaction = connection.begin().await?;
         lock_keys(&mut transaction, &keys).await?;
         sqlx::query(
             "UPDATE login_throttle SET failures = 0, blocked_until = NULL
@@ -270,7 +270,7 @@ impl Throttle {
              )",
         )
         .bind(self.forget_after().as_secs_f64())
-        .execute(pool)
+        .execute(connection)
         .await?;
         Ok(())
     }

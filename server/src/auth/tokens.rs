@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::PgConnection;
+
+use crate::db::Db;
 
 /// A token as the client holds it, and when it expires (RFC 3339, UTC).
 pub struct Issued {
@@ -31,7 +33,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A new token for `user_id`, valid for `ttl`; expired tokens of everyone are deleted on the way.
-pub async fn issue(pool: &PgPool, user_id: i64, ttl: Duration) -> sqlx::Result<Issued> {
+pub async fn issue(
+    connection: &mut PgConnection,
+    user_id: i64,
+    ttl: Duration,
+) -> sqlx::Result<Issued> {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
     let token = hex(&bytes);
@@ -44,21 +50,24 @@ pub async fn issue(pool: &PgPool, user_id: i64, ttl: Duration) -> sqlx::Result<I
     .bind(digest(&token))
     .bind(user_id)
     .bind(ttl.as_secs_f64())
-    .fetch_one(pool)
+    .fetch_one(connection)
     .await?;
     Ok(Issued { token, expires_at })
 }
 
 /// The holder of `token` if it is known, unexpired, and its user is enabled, with the time it
 /// has left.
-pub async fn check(pool: &PgPool, token: &str) -> sqlx::Result<Option<(Holder, Duration)>> {
+pub async fn check(
+    connection: &mut PgConnection,
+    token: &str,
+) -> sqlx::Result<Option<(Holder, Duration)>> {
     let found: Option<(String, String, f64)> = sqlx::query_as(
         "SELECT u.username, u.role, extract(epoch FROM t.expires_at - now())::float8
          FROM auth_token t JOIN app_user u ON u.id = t.user_id
          WHERE t.token_sha256 = $1 AND t.expires_at > now() AND NOT u.disabled",
     )
     .bind(digest(token))
-    .fetch_optional(pool)
+    .fetch_optional(connection)
     .await?;
     Ok(found.map(|(username, role, left)| {
         (
@@ -111,7 +120,7 @@ impl Entries {
 impl Cache {
     /// As `check`, answered from the cache when the token was checked less than `CACHE_FOR`
     /// ago.
-    pub async fn check(&self, pool: &PgPool, token: &str) -> sqlx::Result<Option<Holder>> {
+    pub async fn check(&self, db: &Db, token: &str) -> sqlx::Result<Option<Holder>> {
         let key = digest(token);
         let started = Instant::now();
         if let Some((holder, until)) = self.lock().checked.get(&key)
@@ -119,7 +128,7 @@ impl Cache {
         {
             return Ok(Some(holder.clone()));
         }
-        let found = check(pool, token).await?;
+        let found = check(&mut *db.acquire().await?, token).await?;
         let mut entries = self.lock();
         match &found {
             Some((holder, left)) => {
@@ -149,11 +158,11 @@ impl Cache {
 }
 
 /// Ends `token`; whether it was a live one.
-pub async fn revoke(pool: &PgPool, token: &str) -> sqlx::Result<bool> {
+pub async fn revoke(connection: &mut PgConnection, token: &str) -> sqlx::Result<bool> {
     let deleted =
         sqlx::query("DELETE FROM auth_token WHERE token_sha256 = $1 AND expires_at > now()")
             .bind(digest(token))
-            .execute(pool)
+            .execute(connection)
             .await?;
     Ok(deleted.rows_affected() > 0)
 }

@@ -47,7 +47,10 @@ impl UserCommand {
         match self {
             UserCommand::Add { name, role } => {
                 users::check_username(&name).map_err(anyhow::Error::msg)?;
-                if users::find(&pool, &name).await?.is_some() {
+                if users::find(&mut *pool.acquire().await?, &name)
+                    .await?
+                    .is_some()
+                {
                     bail!(
                         "user {name} exists: use `saulpos-server user passwd {name}` to set a new password"
                     );
@@ -59,7 +62,10 @@ impl UserCommand {
                 println!("added user {name} ({role})");
             }
             UserCommand::Passwd { name } => {
-                if users::find(&pool, &name).await?.is_none() {
+                if users::find(&mut *pool.acquire().await?, &name)
+                    .await?
+                    .is_none()
+                {
                     bail!("no user {name}: `saulpos-server user list` shows them");
                 }
                 let hash = hash_new_password(&config, &name)?;

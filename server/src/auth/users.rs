@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// What a user may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,12 +66,12 @@ pub struct Stored {
     pub role: String,
 }
 
-pub async fn find(pool: &PgPool, username: &str) -> sqlx::Result<Option<Stored>> {
+pub async fn find(connection: &mut PgConnection, username: &str) -> sqlx::Result<Option<Stored>> {
     let found: Option<(i64, String, bool, String)> = sqlx::query_as(
         "SELECT id, password_hash, disabled, role FROM app_user WHERE username = $1",
     )
     .bind(username)
-    .fetch_optional(pool)
+    .fetch_optional(connection)
     .await?;
     Ok(found.map(|(id, password_hash, disabled, role)| Stored {
         id,
@@ -113,13 +113,18 @@ pub async fn set_password(pool: &PgPool, username: &str, hash: &str) -> sqlx::Re
 }
 
 /// Replaces a user's hash with one of the same password at the current cost; their tokens stay.
-pub async fn rehash(pool: &PgPool, id: i64, old_hash: &str, hash: &str) -> sqlx::Result<()> {
+pub async fn rehash(
+    connection: &mut PgConnection,
+    id: i64,
+    old_hash: &str,
+    hash: &str,
+) -> sqlx::Result<()> {
     // Only if the password did not change meanwhile.
     sqlx::query("UPDATE app_user SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
         .bind(id)
         .bind(old_hash)
         .bind(hash)
-        .execute(pool)
+        .execute(connection)
         .await?;
     Ok(())
 }
@@ -166,7 +171,10 @@ pub async fn add_demo_cashier(
     pool: &PgPool,
     hasher: &super::password::Hasher,
 ) -> anyhow::Result<()> {
-    if find(pool, DEMO_CASHIER.0).await?.is_none() {
+    if find(&mut *pool.acquire().await?, DEMO_CASHIER.0)
+        .await?
+        .is_none()
+    {
         let hash = hasher.hash(DEMO_CASHIER.1)?;
         add(pool, DEMO_CASHIER.0, Role::Cashier, &hash).await?;
     }

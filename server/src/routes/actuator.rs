@@ -1,13 +1,15 @@
-//! `/actuator/*`: health (aggregated, with a bounded database check), liveness, readiness, info.
+//! `/actuator/*`: health (aggregated, with a bounded database check), liveness, readiness, info,
+//! and the Prometheus metrics.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::AppState;
 use crate::build_info;
 use crate::db;
+use crate::metrics::Format;
 
 /// All components; 200 when UP, 503 when DOWN. Details only where the profile shows them.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
@@ -34,8 +36,27 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
+/// The metrics in Prometheus's text format, or OpenMetrics when the `Accept` header asks for it.
+/// The figures read from the database are left as they were when it does not answer in time.
+pub async fn prometheus(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ([(header::HeaderName, &'static str); 1], String) {
+    if let Some((tokens, migrations)) = db::scrape_figures(&state.db, state.health_timeout).await {
+        state.metrics.set_database_figures(tokens, migrations);
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = Format::negotiate(accept);
+    (
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.render(format),
+    )
+}
+
 async fn aggregate(state: &AppState) -> (StatusCode, Json<Value>) {
-    let database = db::ping(&state.pool, state.health_timeout).await;
+    let database = db::ping(&state.db, state.health_timeout).await;
     let up = database.is_ok();
     let status = if up { "UP" } else { "DOWN" };
     if let Err(error) = &database {

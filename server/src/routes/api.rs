@@ -14,7 +14,9 @@ pub async fn product(
     Path(sku): Path<String>,
 ) -> Result<Json<Product>, ApiError> {
     plain_text("SKU", &sku)?;
-    Ok(Json(catalogue::find(&state.pool, &sku).await?))
+    Ok(Json(
+        catalogue::find(&mut *state.db.acquire().await?, &sku).await?,
+    ))
 }
 
 pub async fn checkout_dry_run(
@@ -25,5 +27,7 @@ pub async fn checkout_dry_run(
     for item in &cart.items {
         plain_text("SKU", &item.sku)?;
     }
-    Ok(Json(catalogue::price(&state.pool, cart).await?))
+    Ok(Json(
+        catalogue::price(&mut *state.db.acquire().await?, cart).await?,
+    ))
 }

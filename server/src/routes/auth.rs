@@ -15,6 +15,7 @@ use super::client::Client;
 use crate::auth::throttle::Reserved;
 use crate::auth::{password, tokens, users};
 use crate::error::ApiError;
+use crate::metrics::LoginOutcome;
 
 /// The largest login body read (axum's `DefaultBodyLimit` on the route).
 pub const LOGIN_BODY_LIMIT: usize = 16 * 1024;
@@ -53,6 +54,7 @@ pub async fn login(
     let auth = &state.auth;
     // The hash slot first: at most so many hashes (and their memory) at once.
     let Some(slot) = auth.hashing.slot().await else {
+        state.metrics.login(LoginOutcome::busy);
         return Err(ApiError::Busy {
             what: "logins",
             retry_after: std::time::Duration::from_secs(1),
@@ -60,15 +62,21 @@ pub async fn login(
     };
     // The attempt is counted before the password is checked, so parallel attempts cannot get
     // past the limit.
+    // One connection for the reads before the hash, given back while it runs.
+    let mut connection = state.db.acquire().await?;
     let throttled = match auth
         .throttle
-        .reserve(&state.pool, &login.username, client)
+        .reserve(&mut connection, &login.username, client)
         .await?
     {
-        Reserved::Wait(retry_after) => return Err(ApiError::TooManyAttempts { retry_after }),
+        Reserved::Wait(retry_after) => {
+            state.metrics.login(LoginOutcome::throttled);
+            return Err(ApiError::TooManyAttempts { retry_after });
+        }
         Reserved::Go { throttled } => throttled,
     };
-    let stored = users::find(&state.pool, &login.username).await?;
+    let stored = users::find(&mut connection, &login.username).await?;
+    drop(connection);
     // An unknown user is checked against a dummy hash, so both cases cost one Argon2 run.
     let hash = stored.as_ref().map(|user| user.password_hash.clone());
     let password_text = login.password;
@@ -90,7 +98,9 @@ pub async fn login(
     let user = match stored {
         Some(user) if matches && !user.disabled => user,
         _ => {
+            state.metrics.login(LoginOutcome::failure);
             if throttled {
+                state.metrics.lockout();
                 tracing::warn!(
                     username = ?login.username,
                     client = ?client,
@@ -100,14 +110,16 @@ pub async fn login(
             return Err(unauthorized("wrong username or password"));
         }
     };
+    let mut connection = state.db.acquire().await?;
     auth.throttle
-        .succeeded(&state.pool, &login.username, client)
+        .succeeded(&mut connection, &login.username, client)
         .await?;
     if let Some(new_hash) = rehashed {
-        users::rehash(&state.pool, user.id, &user.password_hash, &new_hash).await?;
+        users::rehash(&mut connection, user.id, &user.password_hash, &new_hash).await?;
         tracing::info!(username = ?login.username, "password hash made again at the current cost");
     }
-    let issued = tokens::issue(&state.pool, user.id, auth.token_ttl).await?;
+    let issued = tokens::issue(&mut connection, user.id, auth.token_ttl).await?;
+    state.metrics.login(LoginOutcome::success);
     tracing::info!(username = ?login.username, "login");
     Ok(Json(json!({
         "token": issued.token,
@@ -132,7 +144,10 @@ pub async fn logout(
     let token =
         bearer(&headers).ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
     // Revoked first, then forgotten: a check in flight cannot cache it again.
-    let revoked = tokens::revoke(&state.pool, token).await;
+    let revoked = match state.db.acquire().await {
+        Ok(mut connection) => tokens::revoke(&mut connection, token).await,
+        Err(error) => Err(error),
+    };
     state.auth.tokens.forget(token);
     if revoked? {
         Ok(StatusCode::NO_CONTENT)
@@ -154,7 +169,7 @@ pub async fn require_token(
             "log in first: POST /api/v1/auth/login, then send Authorization: Bearer <token>",
         )
     })?;
-    match state.auth.tokens.check(&state.pool, token).await? {
+    match state.auth.tokens.check(&state.db, token).await? {
         Some(holder) => {
             request.extensions_mut().insert(holder);
             Ok(next.run(request).await)
