@@ -109,11 +109,49 @@ fn a_backup_restores_into_another_database_with_identical_content() {
     let source = TestDb::new("bk_source");
     source.query(CONTENT);
     let dir = tempfile::tempdir().unwrap();
-    let output = backup(&source.name, dir.path(), &["--json"]);
+    let textfiles = tempfile::tempdir().unwrap();
+    let metrics = textfiles.path().join("saulpos-backup.prom");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let output = backup(
+        &source.name,
+        dir.path(),
+        &["--json", "--metrics-file", metrics.to_str().unwrap()],
+    );
     assert!(output.status.success(), "{}", text(&output));
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let (dump, checksum, names) = backup_files(dir.path());
     assert_eq!(names.len(), 2, "{names:?}");
+    // The textfile node_exporter reads, which the shipped SaulposBackupTooOld alert watches.
+    let exposition = fs::read_to_string(&metrics).unwrap();
+    let label = format!("{{database=\"{}\"}}", source.name);
+    let value = |name: &str| -> f64 {
+        crate::metrics::sample(&exposition, &format!("{name}{label}"))
+            .unwrap_or_else(|| panic!("no {name} in {exposition}"))
+    };
+    let finished = value("saulpos_backup_last_success_timestamp_seconds");
+    assert!(
+        finished >= before.floor() && finished < before + 120.0,
+        "{exposition}"
+    );
+    assert_eq!(
+        value("saulpos_backup_last_size_bytes"),
+        summary["size"].as_f64().unwrap()
+    );
+    assert!(value("saulpos_backup_last_duration_seconds") > 0.0);
+    let linted = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(fs::File::open(&metrics).unwrap())
+        .output()
+        .unwrap();
+    assert!(linted.status.success(), "{}", text(&linted));
+    assert_eq!(
+        fs::read_dir(textfiles.path()).unwrap().count(),
+        1,
+        "a partial file was left"
+    );
     let dump_name = dump.file_name().unwrap().to_str().unwrap();
     assert!(
         dump_name.starts_with(&format!("{}-", source.name)),
@@ -629,6 +667,25 @@ fn a_failed_backup_leaves_no_file_and_says_what_pg_dump_said() {
     );
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
 
+    // A metrics file node_exporter would not read is refused before pg_dump runs.
+    for (file, said) in [
+        ("backup.txt", "reads only *.prom files"),
+        ("missing/backup.prom", "the folder"),
+    ] {
+        let path = dir.path().join(file);
+        let output = backup(
+            "postgres",
+            dir.path(),
+            &["--metrics-file", path.to_str().unwrap()],
+        );
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(
+            message.contains(said) && message.contains(file),
+            "{message}"
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
     let output = backup("e2e_no_such_database", dir.path(), &[]);
     let message = text(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");

@@ -455,6 +455,71 @@ fn push_image_puts_the_digest_from_dist_in_a_registry_and_refuses_plain_http_by_
 }
 
 #[test]
+fn kubectl_kustomize_renders_every_environment_with_what_a_prometheus_needs_to_find_the_pods() {
+    let release = release_1_0_0();
+    let rendered = ok(
+        "kubectl",
+        &["kustomize", release.join("kubernetes").to_str().unwrap()],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rendered.yaml");
+    fs::write(&file, &rendered).unwrap();
+    let validated = run("kubernetes-validate", &["--strict", file.to_str().unwrap()]);
+    assert!(validated.status.success(), "{}", text(&validated));
+    let documents = yaml_documents(&file);
+    for env in ["dev", "staging", "prod"] {
+        let namespace = format!("saulpos-{env}");
+        let find = |kind: &str, name: &str| {
+            documents
+                .iter()
+                .find(|document| {
+                    document["kind"] == kind
+                        && document["metadata"]["name"] == name
+                        && document["metadata"]["namespace"] == namespace.as_str()
+                })
+                .unwrap_or_else(|| panic!("{env}: no {kind} {name} in {rendered}"))
+                .clone()
+        };
+        let deployment = find("Deployment", "saulpos-server");
+        let port =
+            deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+                .as_u64()
+                .unwrap();
+        let port_text = port.to_string();
+        let annotations = [
+            ("prometheus.io/scrape", "true"),
+            ("prometheus.io/path", "/actuator/prometheus"),
+            ("prometheus.io/port", port_text.as_str()),
+        ];
+        let service = find("Service", "saulpos-server");
+        let pod = &deployment["spec"]["template"]["metadata"];
+        for (key, value) in annotations {
+            assert_eq!(service["metadata"]["annotations"][key], value, "{env}");
+            assert_eq!(pod["annotations"][key], value, "{env}");
+        }
+        // The headless Service the shipped kubernetes.yml scrape configuration resolves.
+        let pods = find("Service", "saulpos-server-pods");
+        assert_eq!(pods["spec"]["clusterIP"], "None", "{env}");
+        assert_eq!(pods["spec"]["ports"][0]["port"], port, "{env}");
+        assert_eq!(
+            pods["spec"]["selector"],
+            deployment["spec"]["selector"]["matchLabels"]
+        );
+        let scrape = fs::read_to_string(
+            crate::support::workspace_root().join("deploy/prometheus/kubernetes.yml"),
+        )
+        .unwrap();
+        assert!(
+            scrape.contains(&format!(
+                "- saulpos-server-pods.{namespace}.svc.cluster.local\n"
+            )),
+            "{scrape}"
+        );
+        assert!(scrape.contains(&format!("port: {port}\n")), "{scrape}");
+    }
+}
+
+#[test]
 fn the_kubernetes_manifests_pass_strict_validation_with_probes_limits_and_only_a_secret_reference()
 {
     let release = release_1_0_0();

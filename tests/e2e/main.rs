@@ -10,6 +10,7 @@ mod image;
 mod incident;
 mod install;
 mod metrics;
+mod monitoring;
 mod package;
 mod release_cut;
 mod release_day;

@@ -239,6 +239,10 @@ pub struct Backup {
     /// folder, removing the oldest.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=10000))]
     pub keep: Option<u16>,
+    /// After a successful backup, write its time, size and duration to this `.prom` file (for
+    /// node_exporter's textfile collector; the shipped alert rules read it).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Print one JSON object describing the backup on stdout (for CI).
     #[arg(long)]
     pub json: bool,

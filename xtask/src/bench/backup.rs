@@ -76,6 +76,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
                     backup_dir: ours_dir.clone(),
                     compress: 1,
                     keep: None,
+                    metrics_file: None,
                     json: false,
                 }
                 .run(sh)

@@ -28,6 +28,9 @@ impl flags::Backup {
         if self.keep == Some(0) {
             bail!("--keep 0 would delete every backup, the new one too; keep at least 1");
         }
+        if let Some(path) = &self.metrics_file {
+            check_metrics_file(path)?;
+        }
         let server = Server {
             host: self.host.clone(),
             port: self.port,
@@ -74,6 +77,14 @@ impl flags::Backup {
         for path in &removed {
             eprintln!("removed old backup {}", path.display());
         }
+        if let Some(path) = &self.metrics_file {
+            let finished = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64());
+            let text = metrics_text(&self.database, finished, dumped.size, elapsed);
+            durable::write_with_mode(path, text.as_bytes(), 0o644)?;
+            eprintln!("metrics: {}", path.display());
+        }
         if self.json {
             let summary = json!({
                 "database": self.database,
@@ -92,6 +103,60 @@ impl flags::Backup {
         }
         Ok(())
     }
+}
+
+/// Refuses a metrics file node_exporter would not read, or one whose folder is missing, before
+/// anything is dumped.
+fn check_metrics_file(path: &Path) -> anyhow::Result<()> {
+    if path.extension().is_none_or(|extension| extension != "prom") {
+        bail!(
+            "--metrics-file {}: node_exporter's textfile collector reads only *.prom files; name it e.g. saulpos-backup.prom",
+            path.display()
+        );
+    }
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        bail!(
+            "--metrics-file {}: the folder {} does not exist; create it (node_exporter's --collector.textfile.directory) and run again",
+            path.display(),
+            folder.display()
+        );
+    }
+    Ok(())
+}
+
+/// The backup's figures in Prometheus's text format, the database as a label.
+fn metrics_text(database: &str, finished: f64, size: u64, took: Duration) -> String {
+    let label = database
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    let mut text = String::new();
+    for (name, help, value) in [
+        (
+            "saulpos_backup_last_success_timestamp_seconds",
+            "When the newest verified backup by cargo xtask backup finished (Unix time)",
+            format!("{finished:.3}"),
+        ),
+        (
+            "saulpos_backup_last_size_bytes",
+            "The size of the newest verified backup",
+            size.to_string(),
+        ),
+        (
+            "saulpos_backup_last_duration_seconds",
+            "How long the newest verified backup took, its verification included",
+            format!("{:.3}", took.as_secs_f64()),
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}.\n# TYPE {name} gauge\n{name}{{database=\"{label}\"}} {value}\n"
+        ));
+    }
+    text
 }
 
 /// A file-name-safe form of a database name: letters, digits, `-`, `_` and `.` stay.
@@ -358,4 +423,19 @@ fn prune(dir: &Path, stem: &str, keep: usize) -> anyhow::Result<Vec<PathBuf>> {
         removed.push(dump);
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_text_quotes_the_database_label() {
+        let text = metrics_text("odd\"db\\x", 1700000000.5, 42, Duration::from_millis(1500));
+        assert!(text.contains(
+            "saulpos_backup_last_success_timestamp_seconds{database=\"odd\\\"db\\\\x\"} 1700000000.500\n"
+        ));
+        assert!(text.contains("saulpos_backup_last_size_bytes{database=\"odd\\\"db\\\\x\"} 42\n"));
+        assert!(text.contains("# TYPE saulpos_backup_last_duration_seconds gauge\n"));
+    }
 }

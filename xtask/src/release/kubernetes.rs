@@ -52,8 +52,8 @@ pub fn shutdown_grace(base: &str, profile: &str) -> anyhow::Result<u64> {
         .context("application.toml sets no shutdown_grace_seconds")
 }
 
-/// One environment's manifests: Namespace, ServiceAccount, ConfigMap, Service,
-/// PodDisruptionBudget and Deployment, the image as `<registry>/saulpos-server@<digest>`.
+/// One environment's manifests: Namespace, ServiceAccount, ConfigMap, Service (and a headless
+/// one for Prometheus to find each pod), PodDisruptionBudget and Deployment, the image as `<registry>/saulpos-server@<digest>`.
 pub fn render(env: &str, version: &str, digest: &str, registry: &str, grace: u64) -> String {
     let namespace = format!("saulpos-{env}");
     // A label value allows no `+`: build metadata keeps its text with `_`.
@@ -107,6 +107,10 @@ metadata:
   namespace: {namespace}
   labels:
     {labels}
+  annotations:
+    prometheus.io/scrape: "true"
+    prometheus.io/path: /actuator/prometheus
+    prometheus.io/port: "{port}"
 spec:
   type: ClusterIP
   selector:
@@ -115,6 +119,25 @@ spec:
   ports:
     - name: http
       port: 80
+      targetPort: http
+      protocol: TCP
+---
+# One DNS A record a ready pod, for a Prometheus to scrape each one (deploy/prometheus/).
+apiVersion: v1
+kind: Service
+metadata:
+  name: saulpos-server-pods
+  namespace: {namespace}
+  labels:
+    {labels}
+spec:
+  clusterIP: None
+  selector:
+    app.kubernetes.io/name: saulpos-server
+    app.kubernetes.io/instance: {namespace}
+  ports:
+    - name: http
+      port: {port}
       targetPort: http
       protocol: TCP
 ---
@@ -155,6 +178,10 @@ spec:
     metadata:
       labels:
         {pod_labels}
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/path: /actuator/prometheus
+        prometheus.io/port: "{port}"
     spec:
       serviceAccountName: saulpos-server
       automountServiceAccountToken: false

