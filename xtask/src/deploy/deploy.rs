@@ -1,7 +1,7 @@
 //! `cargo xtask deploy <env> <version> <dest>...`: install the release's payload for `<env>` on
 //! each destination with the payload's own install.sh, the one definition of an install. A single
 //! folder is a one-host rollout whose host is local; several destinations, `ssh://` hosts or
-//! `--hosts` roll out in batches, each host health-gated (deploy/fleet.rs).
+//! `--hosts` roll out in batches, each host health-gated (deploy/fleet/).
 
 use anyhow::bail;
 use xshell::Shell;
