@@ -3,6 +3,7 @@
 
 mod auth;
 mod backup;
+mod canary;
 mod deploy;
 mod fleet;
 mod hostile_clients;

@@ -615,9 +615,89 @@ pub struct Deploy {
     /// readable by its owner only). Implies --backup.
     #[arg(long, value_name = "DIR")]
     pub backup_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub canary: CanaryArgs,
     /// Print one JSON object describing the deploy on stdout (for CI).
     #[arg(long)]
     pub json: bool,
+}
+
+/// The canary analysis of a rollout (see docs/runbooks/fleet.md).
+#[derive(Args)]
+#[command(next_help_heading = "Canary analysis")]
+pub struct CanaryArgs {
+    /// The first N hosts of the list get the release first; the rest follow only once the
+    /// analysis passed. Needs --analysis.
+    #[arg(long, value_name = "N", requires = "analysis",
+        value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub canary: Option<u16>,
+    /// How long to compare the canaries' metrics with the hosts still on the old release (with
+    /// one host: with its own just before the switch), e.g. 10m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub analysis: Option<Duration>,
+    /// How often the analysis reads every host's /actuator/prometheus and judges the interval.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub analysis_interval: Duration,
+    /// An interval with fewer requests on a canary is inconclusive.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub min_requests: u64,
+    /// A canary fails over this 5xx ratio (e.g. 1% or 0.01)...
+    #[arg(long, value_name = "RATIO", default_value = "1%", value_parser = parse_ratio)]
+    pub max_error_ratio: f64,
+    /// ...when it is also over the baseline's plus this.
+    #[arg(long, value_name = "RATIO", default_value = "0.5%", value_parser = parse_ratio)]
+    pub error_margin: f64,
+    /// A canary fails over this multiple of the baseline's p99...
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.2)]
+    pub max_p99_ratio: f64,
+    /// ...when its p99 is also over this.
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
+    pub p99_floor: Duration,
+    /// After this many failed intervals the canaries go back (a failed scrape is a failed
+    /// interval, and so is a canary whose server restarted).
+    #[arg(long, value_name = "N", default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub failed_intervals: u16,
+    /// What an inconclusive interval does: stop (the canaries go back, nothing is promoted) or
+    /// proceed (it counts for nothing).
+    #[arg(long, value_enum, default_value = "stop")]
+    pub on_inconclusive: OnInconclusive,
+}
+
+impl CanaryArgs {
+    /// No analysis: the defaults of every threshold.
+    pub fn none() -> CanaryArgs {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            canary: CanaryArgs,
+        }
+        Only::parse_from(["deploy"]).canary
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnInconclusive {
+    Stop,
+    Proceed,
+}
+
+/// A ratio as `1%` or `0.01`, from 0 to 1.
+pub fn parse_ratio(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let (number, scale) = match trimmed.strip_suffix('%') {
+        Some(number) => (number, 100.0),
+        None => (trimmed, 1.0),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a ratio; use e.g. 1% or 0.01"))?;
+    let ratio = value / scale;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(format!("{text:?} is out of range; give 0% to 100%"));
+    }
+    Ok(ratio)
 }
 
 /// Switch an environment back to a release before (--with-data: its data too).

@@ -14,6 +14,7 @@
 #                                 run the environment's rollback.sh, to its end even if the
 #                                 session drops
 #   probe <env> <dest> [url]      print live=, previous= and health= (UP, DOWN or no answer)
+#   metrics <env> <dest> [url]    print the server's /actuator/prometheus (the canary analysis)
 set -euo pipefail
 
 ENV=''
@@ -22,7 +23,7 @@ ENV=''
 
 usage() {
   cat <<'USAGE'
-Usage: bash -c "$(cat fleet.sh)" fleet.sh hold|install|probe ...
+Usage: bash -c "$(cat fleet.sh)" fleet.sh hold|install|rollback|probe|metrics ...
 
 What `cargo xtask deploy|rollback|status` run on each host of a rollout (see the top of this file
 for the operations). Not for direct use: run `cargo xtask deploy --help`.
@@ -169,6 +170,20 @@ probe() {
   printf 'live=%s\nprevious=%s\nhealth=%s\n' "$live" "$(previous_version "$dir" "$live")" "$health"
 }
 
+metrics() {
+  ENV="$1"
+  local dest="$2" dir url
+  # shellcheck disable=SC2034 # read by health_url
+  health_override="${3:-}"
+  dir="$dest/saulpos-$ENV"
+  [[ -d "$dir" ]] || err "$dir does not exist on $(uname -n): nothing of $ENV is installed there"
+  url="$(health_url "$dir")"
+  http_get "$url" /actuator/prometheus 2>/dev/null || err "nothing answers at $url on $(uname -n)"
+  # shellcheck disable=SC2154 # http_get sets http_status and http_body
+  [[ "$http_status" == 200 ]] || err "$url/actuator/prometheus answered $http_status (SAULPOS_METRICS_ENABLED=false?)"
+  printf '%s\n' "$http_body"
+}
+
 main() {
   local operation="${1:-}"
   (($# > 0)) && shift
@@ -177,6 +192,7 @@ main() {
     install) install_payload "$@" ;;
     rollback) rollback_release "$@" ;;
     probe) probe "$@" ;;
+    metrics) metrics "$@" ;;
     -h | --help) usage ;;
     *) err "unknown operation ${operation:-(none)}; see fleet.sh --help" ;;
   esac

@@ -5,10 +5,12 @@ mod deploying;
 pub mod hostile;
 mod keys;
 mod releases;
+mod ssh_hosts;
 
 pub use deploying::*;
 pub use keys::*;
-pub use releases::{release_1_0_0, release_1_2_0};
+pub use releases::{release_1_0_0, release_1_2_0, release_with_errors, release_with_latency};
+pub use ssh_hosts::*;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::{clone, lock, text, xtask};
+use super::{clone, git, lock, text, xtask};
 
 /// Version 1.0.0, packaged once for all the tests that read it; returns its folder.
 pub fn release_1_0_0() -> &'static Path {
@@ -38,5 +38,57 @@ pub fn release_1_2_0() -> &'static Path {
         let output = xtask(&clone.dir, &["package", "1.2.0"]);
         assert!(output.status.success(), "package 1.2.0: {}", text(&output));
         clone.dir.join("dist/1.2.0")
+    })
+}
+
+/// A release of a real code change to the product lookup, packaged in the shared clone as
+/// `version` from a commit on top of its HEAD, which goes away again once it is packaged: the
+/// lookup's body gets `code` first (it may `return` or `.await`).
+fn release_with_lookup_change(version: &str, subject: &str, code: &str) -> PathBuf {
+    release_1_2_0();
+    let clone = clone();
+    let _guard = lock(clone);
+    let api = clone.dir.join("server/src/routes/api.rs");
+    let original = std::fs::read_to_string(&api).unwrap();
+    let anchor = "    plain_text(\"SKU\", &sku)?;\n";
+    assert!(original.contains(anchor), "the lookup changed: {original}");
+    std::fs::write(
+        &api,
+        original.replacen(anchor, &format!("{anchor}{code}\n"), 1),
+    )
+    .unwrap();
+    let head = git(&clone.dir, &["rev-parse", "HEAD"]);
+    git(&clone.dir, &["commit", "-q", "-a", "-m", subject]);
+    let output = xtask(&clone.dir, &["package", version]);
+    git(&clone.dir, &["reset", "-q", "--hard", head.trim()]);
+    assert!(
+        output.status.success(),
+        "package {version}: {}",
+        text(&output)
+    );
+    clone.dir.join("dist").join(version)
+}
+
+/// 1.3.0-errors: one product lookup in five answers 500.
+pub fn release_with_errors() -> &'static Path {
+    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
+    RELEASE.get_or_init(|| {
+        release_with_lookup_change(
+            "1.3.0-errors",
+            "feat: a lookup that fails one time in five",
+            "    static LOOKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);\n    if LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 5 == 0 {\n        return Err(ApiError::Internal(anyhow::anyhow!(\"the lookup broke\")));\n    }",
+        )
+    })
+}
+
+/// 1.3.0-slow: every product lookup takes 150 ms more.
+pub fn release_with_latency() -> &'static Path {
+    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
+    RELEASE.get_or_init(|| {
+        release_with_lookup_change(
+            "1.3.0-slow",
+            "feat: a lookup that takes 150 ms more",
+            "    tokio::time::sleep(std::time::Duration::from_millis(150)).await;",
+        )
     })
 }

@@ -39,6 +39,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchDeploy) -> anyhow::Result<Vec<Row>> {
             no_backup: false,
             backup: false,
             backup_dir: None,
+            canary: flags::CanaryArgs::none(),
             json: false,
         }
         .run(sh)

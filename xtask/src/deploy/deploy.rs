@@ -7,7 +7,7 @@ use anyhow::bail;
 use xshell::Shell;
 
 use crate::deploy::destination::Destination;
-use crate::deploy::fleet::{Fleet, Rollout};
+use crate::deploy::fleet::{Analysis, Fleet, Rollout};
 use crate::{flags, release::dist};
 
 impl flags::Deploy {
@@ -34,6 +34,12 @@ impl flags::Deploy {
             }
             (given, _) => given.clone(),
         };
+        let analysis = Analysis::from_args(&self.canary, destinations.len())?;
+        if analysis.is_some() && !rollout && !self.restart {
+            bail!(
+                "--analysis reads the running server's metrics: add --restart, so the new release runs and is gated first"
+            );
+        }
         let mut fleet = Fleet::new(self.env, destinations, &self.fleet)?;
         // A rollout gates every host; one folder is restarted and gated when asked.
         fleet.restart = rollout || self.restart;
@@ -48,6 +54,7 @@ impl flags::Deploy {
             reason: self.reason.clone(),
             allowed_signers,
             backup_args: self.backup_args(),
+            analysis,
         };
         rollout.run(self.json)
     }

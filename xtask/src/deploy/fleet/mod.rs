@@ -4,6 +4,9 @@
 //! own install.sh and rollback.sh; the rollout holds every host's `rollout.lock` from the first
 //! check to the table.
 
+mod analysis;
+mod canary;
+mod plan;
 mod report;
 mod rollback;
 mod rollout;
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
+pub use canary::Analysis;
 pub use report::{Outcome, Report};
 pub use rollback::rollback;
 pub use rollout::Rollout;

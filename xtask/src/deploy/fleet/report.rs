@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::Fleet;
+use super::canary::HostFigures;
 use crate::deploy::destination::Destination;
 use crate::deploy::remote::Ran;
 
@@ -49,6 +50,8 @@ pub struct Report {
     /// The restart and health wait the host's gate measured, in ms.
     pub gate_ms: Option<u64>,
     pub copied: bool,
+    /// The canary analysis's last interval on this host, when it was watched.
+    pub analysis: Option<HostFigures>,
 }
 
 impl Report {
@@ -62,6 +65,7 @@ impl Report {
             why: String::new(),
             gate_ms: None,
             copied: false,
+            analysis: None,
         }
     }
 
@@ -101,6 +105,7 @@ impl Report {
             "seconds": (self.took.as_secs_f64() * 1000.0).round() / 1000.0,
             "gate_ms": self.gate_ms,
             "copied": self.copied,
+            "analysis": self.analysis.as_ref().map(HostFigures::json),
             "why": text(&self.why),
         })
     }
@@ -156,20 +161,31 @@ pub fn finish(
         println!("{out}");
         return;
     }
-    let mut table = vec![
-        ["HOST", "BEFORE", "AFTER", "OUTCOME", "TIME", "WHY"]
-            .map(str::to_owned)
-            .to_vec(),
-    ];
+    let analysed = reports.iter().any(|report| report.analysis.is_some());
+    let mut header = vec!["HOST", "BEFORE", "AFTER", "OUTCOME", "TIME"];
+    if analysed {
+        header.push("ANALYSIS (last interval)");
+    }
+    header.push("WHY");
+    let mut table = vec![header.into_iter().map(str::to_owned).collect::<Vec<_>>()];
     for report in reports {
-        table.push(vec![
+        let mut row = vec![
             report.destination.to_string(),
             or_none(&report.before).to_owned(),
             or_none(&report.after).to_owned(),
             report.outcome.label().to_owned(),
             format!("{:.1} s", report.took.as_secs_f64()),
-            report.why.clone(),
-        ]);
+        ];
+        if analysed {
+            row.push(
+                report
+                    .analysis
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), HostFigures::describe),
+            );
+        }
+        row.push(report.why.clone());
+        table.push(row);
     }
     println!(
         "{} of {} ({version}): {outcome} in {:.1} s",

@@ -9,6 +9,8 @@ use std::time::Instant;
 use anyhow::bail;
 
 use super::Fleet;
+use super::canary::{self, Analysis, Ending};
+use super::plan::Plan;
 use super::report::{Outcome, Report, finish, or_none, refused_hosts};
 use crate::release::payload::Payload;
 use crate::release::{checksum, dist, payload_files, signature, verify};
@@ -24,6 +26,8 @@ pub struct Rollout<'a> {
     pub allowed_signers: Option<PathBuf>,
     /// install.sh's backup options: --no-backup, --backup, --backup-dir DIR (a path on the host).
     pub backup_args: Vec<String>,
+    /// The canary analysis after the first batch, if asked for.
+    pub analysis: Option<Analysis>,
 }
 
 impl Rollout<'_> {
@@ -94,15 +98,37 @@ impl Rollout<'_> {
             payload_size / 1024
         );
 
+        let total = reports.len();
+        let plan = Plan::new(
+            total,
+            fleet.batch,
+            self.analysis
+                .as_ref()
+                .map_or(0, |analysis| analysis.canaries),
+        );
+        // One host compares itself with its own figures before the switch.
+        let before = match &self.analysis {
+            Some(analysis) if total == 1 && reports[0].before != version => {
+                eprintln!(
+                    "reading {}'s figures for {} before the switch",
+                    reports[0].destination,
+                    crate::flags::show_duration(analysis.interval)
+                );
+                Some(fleet.before_switch(&reports[0].destination, analysis.interval))
+            }
+            _ => None,
+        };
         let mut failed = false;
         let mut interrupted = false;
-        let total = reports.len();
-        for (batch_index, batch) in reports.chunks_mut(fleet.batch).enumerate() {
+        // Why the canaries went back without a failure (inconclusive, interrupted).
+        let mut stopped: Option<String> = None;
+        for (batch_index, range) in plan.batches.iter().enumerate() {
             if interrupt.happened() {
                 interrupted = true;
                 break;
             }
-            let first = batch_index * fleet.batch;
+            let first = range.start;
+            let batch = &mut reports[range.clone()];
             thread::scope(|scope| {
                 for (offset, report) in batch.iter_mut().enumerate() {
                     let held = &held[first + offset];
@@ -144,17 +170,62 @@ impl Rollout<'_> {
                 failed = true;
                 break;
             }
+            if let (0, Some(analysis)) = (batch_index, &self.analysis) {
+                match canary::analyse(
+                    fleet,
+                    analysis,
+                    &mut reports,
+                    &version,
+                    before.clone(),
+                    &interrupt,
+                ) {
+                    Ending::Promote => {}
+                    Ending::Failed(why) => {
+                        for report in &mut reports[..plan.canaries] {
+                            if report.outcome == Outcome::Deployed {
+                                (report.outcome, report.why) = (Outcome::Failed, why.clone());
+                            }
+                        }
+                        failed = true;
+                        break;
+                    }
+                    Ending::Inconclusive(why) => {
+                        stopped = Some(format!("the canary analysis was inconclusive: {why}"));
+                        break;
+                    }
+                    Ending::Interrupted => {
+                        interrupted = true;
+                        stopped = Some("interrupted during the canary analysis".to_owned());
+                        break;
+                    }
+                }
+            }
         }
         if interrupt.happened() && !failed {
             interrupted = true;
         }
         if failed {
-            self.roll_back_switched(&mut reports, &version);
+            let failed_at = reports
+                .iter()
+                .find(|report| report.outcome == Outcome::Failed)
+                .map(|report| report.destination.to_string())
+                .unwrap_or_default();
+            let cause = format!("the rollout of {version} stopped at {failed_at}");
+            self.roll_back_switched(&mut reports, &version, &cause);
+        } else if let Some(why) = &stopped {
+            self.roll_back_switched(&mut reports, &version, why);
+            for report in &mut reports[..plan.canaries] {
+                if report.outcome == Outcome::RolledBack {
+                    report.why = format!("{why}; {}", report.why);
+                }
+            }
         }
         fleet.probe_after(&mut reports);
         drop(held);
         let outcome = if failed {
             "failed"
+        } else if stopped.is_some() && !interrupted {
+            "inconclusive"
         } else if interrupted {
             "interrupted"
         } else {
@@ -182,6 +253,11 @@ impl Rollout<'_> {
                 at.why
             );
         }
+        if let (Some(why), false) = (&stopped, interrupted) {
+            bail!(
+                "{why}; the canaries are back on the release they ran before and no other host was touched: drive traffic at the canaries, lower --min-requests, or pass --on-inconclusive proceed"
+            );
+        }
         if interrupted {
             bail!(
                 "interrupted: the hosts in flight finished, no other host was started; every host is on a complete release (table above). Run the same command to continue, or `cargo xtask rollback {} <destinations> --to <release>` to go back",
@@ -193,13 +269,8 @@ impl Rollout<'_> {
 
     /// Every host this rollout switched goes back to the release it ran before, restarted and
     /// health-checked (the failing host's install.sh already did so for itself).
-    fn roll_back_switched(&self, reports: &mut [Report], version: &str) {
+    fn roll_back_switched(&self, reports: &mut [Report], version: &str, cause: &str) {
         let fleet = self.fleet;
-        let failed_at = reports
-            .iter()
-            .find(|report| report.outcome == Outcome::Failed)
-            .map(|report| report.destination.to_string())
-            .unwrap_or_default();
         // A failed host whose install.sh could not switch back by itself (the connection
         // dropped after the switch, say) is still on the new version: it goes back too.
         fleet.probe_after(reports);
@@ -217,7 +288,7 @@ impl Rollout<'_> {
             "putting {} host(s) back on the release they ran before",
             switched.len()
         );
-        let reason = format!("automatic: the rollout of {version} stopped at {failed_at}");
+        let reason = format!("automatic: {cause}");
         thread::scope(|scope| {
             for report in switched {
                 let reason = &reason;
