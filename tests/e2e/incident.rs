@@ -140,6 +140,12 @@ fn the_bundle_holds_the_evidence_with_the_server_up_and_down_and_no_secret() {
     );
     assert!(file(&files, "health.json").contains("\"status\":\"UP\""));
     assert!(file(&files, "info.json").contains("\"version\":\"1.0.0\""));
+    let metrics = file(&files, "metrics.txt");
+    assert!(
+        metrics.contains("saulpos_build_info{version=\"1.0.0\"")
+            && metrics.contains("http_server_request_duration_seconds_count{"),
+        "{metrics}"
+    );
     assert!(file(&files, "release.txt").contains("live: 1.0.0"));
     assert!(file(&files, "release.txt").contains("version: 1.0.0"));
     assert!(file(&files, "history.log").contains("CHG-7"));

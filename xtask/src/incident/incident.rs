@@ -75,6 +75,7 @@ impl flags::Incident {
         for (name, path, file) in [
             ("health", "/actuator/health", "health.json"),
             ("info", "/actuator/info", "info.json"),
+            ("metrics snapshot", "/actuator/prometheus", "metrics.txt"),
         ] {
             bundle.collect(name, file, || {
                 let base = base
