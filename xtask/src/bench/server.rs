@@ -1,7 +1,8 @@
 //! `cargo xtask bench server`: the release build of the server on loopback: start to the first
 //! 200 from `/actuator/health`, idle memory, requests per second for health and liveness, for
 //! logins (Argon2id as configured) and for an authenticated product lookup beside the same
-//! lookup on the last release without login (built from its commit).
+//! lookup on the last release without login (built from its commit), and beside the same server
+//! with its metrics turned off; and how long a scrape of `/actuator/prometheus` takes.
 
 use std::fs;
 use std::io::Write;
@@ -19,6 +20,8 @@ use crate::flags;
 use crate::project_root;
 
 const DATABASE: &str = "saulpos_bench_server";
+/// Scrapes timed for the scrape's figure.
+const SCRAPES: usize = 200;
 
 pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
     note("building saulpos-server in release mode");
@@ -47,8 +50,9 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
         database.host, database.port
     );
 
-    let start_with = |port: u16, url: &str| -> anyhow::Result<Child> {
+    let start_metered = |port: u16, url: &str, metrics: bool| -> anyhow::Result<Child> {
         Command::new(&binary)
+            .env("SAULPOS_METRICS_ENABLED", metrics.to_string())
             .env("SAULPOS_PROFILE", "dev")
             .env("SAULPOS_CONFIG_DIR", project_root().join("server/config"))
             .env("SAULPOS_DB_URL", url)
@@ -65,6 +69,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))
     };
+    let start_with = |port: u16, url: &str| start_metered(port, url, true);
     let start = |port: u16| start_with(port, &url);
 
     note("first start: applies the migrations (not measured)");
@@ -201,7 +206,61 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
     ));
     let authenticated =
         load::requests_per_second_of(address(port), &lookup, flags.connections, length)?;
+    // Every route with the statuses it gives (besides those above), then the scrape timed.
+    let token_text = token.as_str();
+    for (method, path, body, bearer) in [
+        ("GET", LOOKUP, None, None),
+        ("GET", "/api/v1/products/NO-SUCH-SKU", None, Some(token_text)),
+        ("GET", "/no/such/path", None, None),
+        ("GET", "/actuator/health/readiness", None, None),
+        ("GET", "/actuator/info", None, None),
+        ("POST", "/api/v1/checkout/dry-run", Some(r#"{"items":[]}"#), Some(token_text)),
+        ("POST", "/api/v1/checkout/dry-run", Some("{"), Some(token_text)),
+        (
+            "POST",
+            "/api/v1/checkout/dry-run",
+            Some(r#"{"items":[{"sku":"DEMO-BREAD","quantity":1}]}"#),
+            Some(token_text),
+        ),
+        ("POST", "/api/v1/auth/logout", None, None),
+    ] {
+        http::request_with(&base, method, path, body, bearer, Duration::from_secs(10))?;
+    }
+    let mut scrapes = Vec::new();
+    let mut page = 0;
+    for _ in 0..SCRAPES {
+        let started = Instant::now();
+        let answer = http::request(
+            &base,
+            "GET",
+            "/actuator/prometheus",
+            None,
+            Duration::from_secs(10),
+        )?;
+        scrapes.push(started.elapsed());
+        if answer.status != 200 {
+            bail!("/actuator/prometheus answered {}", answer.status);
+        }
+        page = answer.body.len();
+    }
+    scrapes.sort();
+    let scrape_p95 = scrapes[SCRAPES * 95 / 100 - 1];
     drop(server);
+    // The same lookup with the metrics turned off, between two runs with them on.
+    let lookup_on = |metrics: bool| -> anyhow::Result<f64> {
+        let port = free_port()?;
+        let mut server = Running(start_metered(port, &url, metrics)?);
+        wait_for_up(&mut server.0, address(port), Duration::from_secs(30))?;
+        note(&format!(
+            "load on GET {LOOKUP} with a token, metrics {}: {} connections for {}s",
+            if metrics { "on" } else { "off" },
+            flags.connections,
+            length.as_secs()
+        ));
+        load::requests_per_second_of(address(port), &lookup, flags.connections, length)
+    };
+    let unmetered = lookup_on(false)?;
+    let metered = (authenticated + lookup_on(true)?) / 2.0;
 
     // The same lookup on the last release without login, built from its commit.
     let baseline_binary = build_baseline(sh, &flags.baseline)?;
@@ -320,6 +379,27 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
                 flags.connections
             ),
             format!("{authenticated:.0} req/s"),
+        ),
+        Row::figure(
+            format!(
+                "GET {LOOKUP} with a token, metrics off (SAULPOS_METRICS_ENABLED=false)"
+            ),
+            format!("{unmetered:.0} req/s"),
+        ),
+        Row::goal(
+            "the same lookup with metrics / without (mean of two runs with)",
+            format!("{:.1} %", metered / unmetered * 100.0),
+            ">= 97 %",
+            metered / unmetered >= 0.97,
+        ),
+        Row::goal(
+            format!(
+                "scrape of /actuator/prometheus after every route and status ({} KiB page, p95 of {SCRAPES})",
+                page / 1024
+            ),
+            format!("{:.2} ms", scrape_p95.as_secs_f64() * 1000.0),
+            "< 2 ms",
+            scrape_p95 < Duration::from_millis(2),
         ),
         Row::goal(
             "authenticated lookup / lookup without login",
