@@ -2,8 +2,11 @@
 # fleet.sh: what `cargo xtask deploy|rollback|status` run on each host of a rollout, over the
 # system ssh as `bash -c <this script> fleet.sh <operation> ...`. It is not shipped: the host needs
 # only what install.sh needs. The operations:
-#   hold <env> <dest> <payload>   take <dest>/saulpos-<env>/rollout.lock, print live=, previous=
-#                                 and payload_sha256= (of the payload held there), then `ready`,
+#   hold <env> <dest> <payload> [<sha256>]
+#                                 take <dest>/saulpos-<env>/rollout.lock, print live=, previous=
+#                                 and payload_sha256= (of the payload held there); with this
+#                                 script's SHA-256, keep the script there for the rollout's
+#                                 other operations and print script= (its path); then `ready`,
 #                                 and keep the lock until standard input closes (after a
 #                                 `done` line; without one, until the host's install ends)
 #   install <env> <dest> <payload> <sha256> <copy> [install.sh options]
@@ -30,9 +33,34 @@ for the operations). Not for direct use: run `cargo xtask deploy --help`.
 USAGE
 }
 
+# Keeps this script (run as bash -c) in $1 as .fleet-<sha256>.sh when its SHA-256 is $2, for the
+# rollout's other operations to run without sending it again; prints script= (empty if not).
+keep_script() {
+  local dir="$1" sha="$2" part got='' kept="$1/.fleet-$2.sh" path
+  [[ "$sha" =~ ^[0-9a-f]{64}$ && -n "${BASH_EXECUTION_STRING:-}" ]] || {
+    printf 'script=\n'
+    return 0
+  }
+  if [[ ! -f "$kept" ]]; then
+    part="$dir/.fleet.sh.partial-$$"
+    printf '%s' "$BASH_EXECUTION_STRING" >"$part" && read -r got _ < <(sha256sum -- "$part")
+    if [[ "$got" == "$sha" ]]; then
+      mv -f -- "$part" "$kept"
+    else
+      rm -f -- "$part"
+      printf 'script=\n'
+      return 0
+    fi
+  fi
+  for path in "$dir"/.fleet-*.sh; do
+    [[ "$path" == "$kept" ]] || rm -f -- "$path"
+  done
+  printf 'script=%s\n' "$kept"
+}
+
 hold() {
   ENV="$1"
-  local dest="$2" payload="$3" dir sum='' live
+  local dest="$2" payload="$3" script_sha="${4:-}" dir sum='' live
   [[ -d "$dest" ]] || err "$dest does not exist on $(uname -n); create it (e.g. sudo install -d -o \$USER $dest) and run again"
   dest="$(cd -- "$dest" && pwd -P)"
   check_destination "$dest"
@@ -44,6 +72,7 @@ hold() {
     read -r sum _ < <(sha256sum -- "$dir/payloads/$payload")
   fi
   live="$(live_version "$dir")"
+  keep_script "$dir" "$script_sha"
   printf 'live=%s\nprevious=%s\npayload_sha256=%s\nready\n' "$live" "$(previous_version "$dir" "$live")" "$sum"
   # Held until the rollout says `done` and closes this session, or dies (then ssh, or sshd,
   # closes it without a word). An install that a dead rollout started here may outlive it: the
@@ -122,25 +151,31 @@ install_payload() {
 # the rollout dies or its connection drops, the command (an install, a rollback, and their
 # health gates) still runs to its end. Returns its status.
 run_to_end() {
-  local log="$1" pid status=0 shown=0 size alive
+  local log="$1" pid status=0 line='' partial='' alive
   shift
+  : >"$log"
   # The rollout's shared lock (fd 7) stays with this script: not with the server a gate starts.
-  "$@" >"$log" 2>&1 </dev/null 7>&- &
+  "$@" >>"$log" 2>&1 </dev/null 7>&- &
   pid=$!
-  # Streams what the file gains; whether the command still runs is asked before each read, so
-  # the last read comes after it ended and no line it wrote is lost (tail --pid lost the last
-  # one now and then).
+  # Streams what the file gains with bash's own read, no process a round; whether the command
+  # still runs is asked before each read, so the last read comes after it ended and no line it
+  # wrote is lost (tail --pid lost the last one now and then). A pipe nobody writes to (fd 5)
+  # makes the wait between rounds without a sleep process.
+  exec 6<"$log" 5<> <(:)
   while :; do
     alive=false
     ! kill -0 "$pid" 2>/dev/null || alive=true
-    size="$(stat -c %s -- "$log" 2>/dev/null || printf '%s' "$shown")"
-    if ((size > shown)); then
-      tail -c +"$((shown + 1))" -- "$log" | head -c "$((size - shown))" || true
-      shown="$size"
-    fi
+    while IFS= read -r line <&6; do
+      printf '%s\n' "$partial$line"
+      partial=''
+    done
+    # At the end of the file, read leaves the unfinished line in $line.
+    partial+="$line"
     [[ "$alive" == true ]] || break
-    sleep 0.05
+    read -r -t 0.05 -u 5 _ || true
   done
+  [[ -z "$partial" ]] || printf '%s\n' "$partial"
+  exec 6<&- 5>&-
   wait "$pid" || status=$?
   rm -f -- "$log"
   return "$status"

@@ -51,12 +51,22 @@ private_log() {
 }
 
 # The server's pid if it runs from this folder; fails otherwise (no pid file, or a stale one).
+# Whether the process $1 lives: an exited one that its parent has not reaped yet (a zombie, as
+# under a container's init that reaps late) does not.
+alive() {
+  local stat
+  kill -0 "$1" 2>/dev/null || return 1
+  IFS= read -r stat <"/proc/$1/stat" 2>/dev/null || return 0
+  stat="${stat##*) }"
+  [[ "${stat%% *}" != Z ]]
+}
+
 running_pid() {
   local pid command_line
   [[ -f "$pid_file" ]] || return 1
   read -r pid <"$pid_file" || return 1
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  alive "$pid" || return 1
   command_line="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
   [[ "$command_line" == *"$here/"* || "$command_line" == *saulpos-server* ]] || return 1
   printf '%s' "$pid"
@@ -123,7 +133,7 @@ start() {
   mv -f -- "$pid_file.partial" "$pid_file"
   # Wait until it listens, or says why it cannot.
   while ((waited < limit * 10)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       rm -f -- "$pid_file"
       say "saulpos-server exited at once; the end of $log_file:"
       tail -c +"$((size + 1))" -- "$log_file" | tail -n 20 >&2 || true
@@ -149,7 +159,7 @@ stop() {
     return 0
   fi
   kill -TERM "$pid"
-  while kill -0 "$pid" 2>/dev/null; do
+  while alive "$pid"; do
     if ((waited >= limit * 10)); then
       say "pid $pid did not stop within $limit s; sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true

@@ -210,12 +210,27 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
     let token_text = token.as_str();
     for (method, path, body, bearer) in [
         ("GET", LOOKUP, None, None),
-        ("GET", "/api/v1/products/NO-SUCH-SKU", None, Some(token_text)),
+        (
+            "GET",
+            "/api/v1/products/NO-SUCH-SKU",
+            None,
+            Some(token_text),
+        ),
         ("GET", "/no/such/path", None, None),
         ("GET", "/actuator/health/readiness", None, None),
         ("GET", "/actuator/info", None, None),
-        ("POST", "/api/v1/checkout/dry-run", Some(r#"{"items":[]}"#), Some(token_text)),
-        ("POST", "/api/v1/checkout/dry-run", Some("{"), Some(token_text)),
+        (
+            "POST",
+            "/api/v1/checkout/dry-run",
+            Some(r#"{"items":[]}"#),
+            Some(token_text),
+        ),
+        (
+            "POST",
+            "/api/v1/checkout/dry-run",
+            Some("{"),
+            Some(token_text),
+        ),
         (
             "POST",
             "/api/v1/checkout/dry-run",
@@ -381,9 +396,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchServer) -> anyhow::Result<Vec<Row>> {
             format!("{authenticated:.0} req/s"),
         ),
         Row::figure(
-            format!(
-                "GET {LOOKUP} with a token, metrics off (SAULPOS_METRICS_ENABLED=false)"
-            ),
+            format!("GET {LOOKUP} with a token, metrics off (SAULPOS_METRICS_ENABLED=false)"),
             format!("{unmetered:.0} req/s"),
         ),
         Row::goal(

@@ -28,6 +28,11 @@ pub struct Connector {
     /// The folder of the connections' control sockets (short: a socket path has 108 bytes).
     control_dir: PathBuf,
     script: String,
+    /// The script's SHA-256, which a hold checks before it keeps the script on its host.
+    pub script_sha256: String,
+    /// Where each host (by destination) keeps the script while this rollout holds it, so that
+    /// an operation sends a path instead of the whole script (about 0.15 s a session).
+    kept: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Drop for Connector {
@@ -109,10 +114,13 @@ impl Connector {
         let _ = std::fs::remove_dir_all(&control_dir);
         crate::util::durable::create_private_dir_all(&control_dir)
             .with_context(|| format!("cannot create {}", control_dir.display()))?;
+        let script = fleet_script();
         Ok(Connector {
             ssh_config,
             control_dir,
-            script: fleet_script(),
+            script_sha256: crate::release::checksum::sha256_hex(script.as_bytes()),
+            script,
+            kept: Default::default(),
         })
     }
 
@@ -151,11 +159,31 @@ impl Connector {
         command
     }
 
-    /// The fleet script's `operation` with its arguments.
+    /// The fleet script's `operation` with its arguments: the copy the host keeps while this
+    /// rollout holds it, else the whole script.
     pub fn fleet(&self, destination: &Destination, args: &[&str]) -> Command {
-        let mut argv = vec!["bash", "-c", self.script.as_str(), "fleet.sh"];
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&destination.to_string())
+            .cloned();
+        let mut argv = match &kept {
+            Some(path) => vec!["bash", path.as_str()],
+            None => vec!["bash", "-c", self.script.as_str(), "fleet.sh"],
+        };
         argv.extend_from_slice(args);
         self.command(destination, &argv)
+    }
+
+    /// Runs the fleet script from `path` on `destination` from now on (a hold's `script=`).
+    pub fn keep(&self, destination: &Destination, path: &str) {
+        if path.starts_with('/') {
+            self.kept
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(destination.to_string(), path.to_owned());
+        }
     }
 
     /// Takes the destination's rollout lock and reads what the hold prints before `ready`.

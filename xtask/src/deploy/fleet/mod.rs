@@ -161,8 +161,16 @@ impl Fleet {
                 .map(|destination| {
                     let path = Fleet::path(destination);
                     scope.spawn(move || {
-                        self.connector
-                            .hold(destination, &["hold", &self.env, &path, payload])
+                        self.connector.hold(
+                            destination,
+                            &[
+                                "hold",
+                                &self.env,
+                                &path,
+                                payload,
+                                &self.connector.script_sha256,
+                            ],
+                        )
                     })
                 })
                 .collect();
@@ -172,7 +180,11 @@ impl Fleet {
                 .collect()
         });
         if results.iter().all(Result::is_ok) {
-            return Ok(results.into_iter().map(Result::unwrap).collect());
+            let held: Vec<Held> = results.into_iter().map(Result::unwrap).collect();
+            for (destination, one) in self.destinations.iter().zip(&held) {
+                self.connector.keep(destination, &one.fact("script"));
+            }
+            return Ok(held);
         }
         let mut reports = Vec::new();
         for (destination, result) in self.destinations.iter().zip(results) {
