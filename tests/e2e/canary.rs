@@ -277,3 +277,50 @@ fn a_canary_whose_server_is_killed_during_the_window_fails_it() {
     assert!(why.contains("back on 1.0.0: UP"), "{why}");
     assert_eq!(fleet.versions(), ["1.0.0"; 3]);
 }
+
+#[test]
+fn one_host_compares_the_new_release_with_its_own_figures_before_the_switch() {
+    let release = release_with_errors();
+    assert!(release.is_dir());
+    let fleet = Fleet::on_1_0_0("canary_alone");
+    let _traffic = fleet.traffic();
+    let config = fleet.sshd.config();
+    let deploy = |version: &str| {
+        rollout(&[
+            "deploy",
+            "staging",
+            version,
+            &fleet.destinations[0],
+            "--ssh-config",
+            &config,
+            "--analysis",
+            "4s",
+            "--analysis-interval",
+            "2s",
+            "--json",
+        ])
+    };
+    // 1.3.0-errors against the 1.0.0 that host ran a moment before: caught and put back.
+    let (output, json) = deploy("1.3.0-errors");
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("figures for 2s before the switch"), "{said}");
+    assert!(
+        said.contains("beside its own figures before the switch"),
+        "{said}"
+    );
+    assert_eq!(outcomes(&json), ["failed 1.0.0"], "{said}");
+    assert!(
+        json["hosts"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("5xx ratio"),
+        "{json}"
+    );
+    // 1.2.0 passes the same comparison.
+    let (output, json) = deploy("1.2.0");
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(outcomes(&json), ["deployed 1.2.0"]);
+    assert_eq!(json["hosts"][0]["analysis"]["verdict"], "pass");
+    assert_eq!(fleet.versions(), ["1.2.0", "1.0.0", "1.0.0"]);
+}
