@@ -4,8 +4,7 @@
 //! canary and put back while the other hosts never leave 1.0.0; a good one reaches every host;
 //! no traffic stops as inconclusive; a canary whose server dies fails.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -13,7 +12,7 @@ use std::time::Duration;
 
 use crate::support::{
     Host, SMOKE_PASSWORD, SMOKE_USER, Sshd, outcomes, release_1_0_0, release_1_2_0,
-    release_with_errors, release_with_latency, rollout, text, token_for, xtask_command,
+    release_with_errors, release_with_latency, rollout, rollout_watching, text, token_for,
 };
 
 /// Three hosts on 1.0.0, each with a product to look up.
@@ -242,17 +241,7 @@ fn a_canary_whose_server_is_killed_during_the_window_fails_it() {
     let _traffic = fleet.traffic();
     let args = fleet.args("1.2.0", &ANALYSIS);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child: Child = xtask_command(&crate::support::clone().dir, &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut said = String::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        said.push_str(&line);
-        said.push('\n');
+    let (output, said) = rollout_watching(&args, |line, _| {
         if line.starts_with("canary analysis of 1.2.0") {
             let pid =
                 std::fs::read_to_string(fleet.hosts[0].installed().join("saulpos.pid")).unwrap();
@@ -262,8 +251,7 @@ fn a_canary_whose_server_is_killed_during_the_window_fails_it() {
                 .unwrap();
             assert!(killed.success());
         }
-    }
-    let output = child.wait_with_output().unwrap();
+    });
     let json: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|_| panic!("stdout is not JSON: {said}"));
     assert_eq!(output.status.code(), Some(1), "{said}");

@@ -3,7 +3,6 @@
 //! `cargo xtask deploy|status|rollback` with ssh:// destinations and a hosts file.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::support::release_1_0_0;
 use crate::support::release_1_2_0;
 use crate::support::signed_release;
-use crate::support::{Host, Sshd, outcomes, rollout, rollout_ok};
+use crate::support::{Host, Sshd, outcomes, rollout, rollout_ok, rollout_watching};
 use crate::support::{clone, text, xtask_command};
 use crate::support::{hold_lock, live, run};
 
@@ -210,26 +209,15 @@ fn a_rolling_deploy_over_ssh_gates_every_host_and_puts_them_all_back_when_one_fa
     let mut args = vec!["deploy", "staging", "1.3.0"];
     args.extend(destinations.iter().map(String::as_str));
     args.extend(["--ssh-config", &config, "--json"]);
-    let mut child = xtask_command(&clone().dir, &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut said = String::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        said.push_str(&line);
-        said.push('\n');
+    let (output, said) = rollout_watching(&args, |line, pid| {
         if line.contains("[1/3]") && line.contains("deploying 1.3.0") {
             let sent = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
+                .args(["-INT", &pid.to_string()])
                 .status()
                 .unwrap();
             assert!(sent.success());
         }
-    }
-    let output = child.wait_with_output().unwrap();
+    });
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(
         said.contains("interrupted: the hosts in flight finished"),

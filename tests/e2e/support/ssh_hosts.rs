@@ -166,3 +166,24 @@ pub fn outcomes(json: &serde_json::Value) -> Vec<String> {
         })
         .collect()
 }
+
+/// Runs `cargo xtask <args>` in the shared clone, giving each line it prints on stderr, as it
+/// comes, to `on_line` with the process's pid (to signal it, or something else, at a moment of
+/// the run); returns its output and what it printed on stderr.
+pub fn rollout_watching(args: &[&str], mut on_line: impl FnMut(&str, u32)) -> (Output, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = super::xtask_command(&super::clone().dir, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut said = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        on_line(&line, child.id());
+    }
+    (child.wait_with_output().unwrap(), said)
+}
