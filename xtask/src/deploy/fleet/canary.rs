@@ -49,9 +49,10 @@ impl Analysis {
         }
         if args.analysis_interval < Duration::from_millis(100) || args.analysis_interval > window {
             anyhow::bail!(
-                "--analysis-interval {} must be at least 100ms and at most --analysis {}",
+                "--analysis-interval {} must be at least 100ms and at most --analysis {}: give a shorter interval (e.g. --analysis-interval {}) or a longer window",
                 crate::flags::show_duration(args.analysis_interval),
-                crate::flags::show_duration(window)
+                crate::flags::show_duration(window),
+                crate::flags::show_duration((window / 2).max(Duration::from_millis(100)))
             );
         }
         if !(args.max_p99_ratio.is_finite() && args.max_p99_ratio >= 1.0) {
@@ -147,7 +148,7 @@ impl Fleet {
     }
 
     /// A host's figures over one interval before it switches: the baseline of a one-host
-    /// analysis. None (with why) when its server cannot be read.
+    /// analysis, or why its server could not be read.
     pub fn before_switch(
         &self,
         destination: &Destination,
@@ -327,4 +328,49 @@ pub fn analyse(
         eprintln!("canary analysis: passed {total} interval(s): promoting {version}");
     }
     Ending::Promote
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn analysis_of(args: &[&str], hosts: usize) -> anyhow::Result<Option<Analysis>> {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            canary: CanaryArgs,
+        }
+        let mut argv = vec!["deploy"];
+        argv.extend_from_slice(args);
+        Analysis::from_args(&Only::parse_from(argv).canary, hosts)
+    }
+
+    #[test]
+    fn a_window_the_interval_does_not_fit_or_a_canary_without_a_baseline_is_refused() {
+        let error = analysis_of(&["--analysis", "5s"], 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains(
+                "--analysis-interval 30s must be at least 100ms and at most --analysis 5s"
+            ) && error.contains("e.g. --analysis-interval 2500ms"),
+            "{error}"
+        );
+        let error = analysis_of(&["--analysis", "1m"], 3)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("needs --canary N"), "{error}");
+        let error = analysis_of(&["--canary", "3", "--analysis", "1m"], 3)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("give at most 2"), "{error}");
+        let one = analysis_of(&["--analysis", "1m"], 1).unwrap().unwrap();
+        assert_eq!((one.canaries, one.intervals()), (1, 2));
+        assert!(analysis_of(&[], 3).unwrap().is_none());
+    }
 }
