@@ -28,6 +28,9 @@ pub enum Command {
     Restore(Restore),
     #[command(hide = true)]
     RestoreGuard(RestoreGuard),
+    Archive(Archive),
+    #[command(hide = true)]
+    ArchiveGuard(ArchiveGuard),
     Deploy(Deploy),
     Rollback(Rollback),
     Status(Status),
@@ -304,6 +307,195 @@ pub struct RestoreGuard {
     pub database: String,
     /// The scratch database to drop if the restore dies.
     pub scratch: String,
+}
+
+/// Continuous WAL archiving and point-in-time restore, through pgBackRest.
+///
+/// Drives pgBackRest (Debian's package) on the database host: this machine, or the one --on
+/// names over SSH (it needs pgBackRest, PostgreSQL's Debian cluster tools and an SSH server,
+/// never cargo). Commands run there as the postgres user. The repository passphrase lives only
+/// in the pgBackRest configuration file: it is never printed, logged or put in a bundle.
+/// See docs/runbooks/pitr.md.
+#[derive(Args)]
+pub struct Archive {
+    #[command(subcommand)]
+    pub what: ArchiveWhat,
+    #[command(flatten)]
+    pub on: ArchiveOn,
+}
+
+pub const DEFAULT_PGBACKREST_CONFIG: &str = "/etc/pgbackrest/pgbackrest.conf";
+pub const DEFAULT_STANZA: &str = "saulpos";
+
+/// Where pgBackRest runs, and with which configuration and stanza.
+#[derive(Args, Clone)]
+pub struct ArchiveOn {
+    /// The database host: ssh://[user@]host[:port] (the user must be root or postgres there);
+    /// default: this machine.
+    #[arg(long, global = true, value_name = "SSH_URL")]
+    pub on: Option<String>,
+    /// The ssh_config file for ssh (its -F; default: ~/.ssh/config as usual).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// The pgBackRest configuration file on the database host.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "/etc/pgbackrest/pgbackrest.conf"
+    )]
+    pub config: String,
+    /// The pgBackRest stanza: the name of the cluster's archive and backups.
+    #[arg(long, global = true, value_name = "NAME", default_value = DEFAULT_STANZA)]
+    pub stanza: String,
+    /// Print one JSON object on stdout (human progress stays on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ArchiveWhat {
+    Setup(ArchiveSetup),
+    Backup(ArchiveBackup),
+    Status(ArchiveStatus),
+    Restore(ArchiveRestore),
+    Extract(ArchiveExtract),
+}
+
+/// Set up archiving: configuration, encrypted repository, PostgreSQL's settings, first backup.
+///
+/// Writes the pgBackRest configuration (the postgres user's, mode 0600) with an encrypted
+/// repository (aes-256-cbc; the passphrase generated here and kept only in that file), sets
+/// archive_mode, archive_command and archive_timeout, creates the stanza, runs pgBackRest's
+/// check and the first full backup. archive_mode needs PostgreSQL restarted: --restart does
+/// it, else setup stops and says how. Run it again after any failure: a configuration that is
+/// there is kept, its passphrase too.
+#[derive(Args)]
+pub struct ArchiveSetup {
+    /// The live cluster's data directory, e.g. /var/lib/postgresql/15/main.
+    #[arg(long, value_name = "DIR")]
+    pub pg_path: String,
+    /// The live cluster's port, e.g. 5432.
+    #[arg(long, value_name = "PORT")]
+    pub pg_port: u16,
+    /// The repository folder on the database host (better: another disk than the cluster's).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/pgbackrest")]
+    pub repo: String,
+    /// How many full backups retention keeps (with their differentials and WAL).
+    #[arg(long, value_name = "N", default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..=9999))]
+    pub retention_full: u16,
+    /// archive_timeout: the longest a commit waits before its WAL segment is archived (the
+    /// recovery point objective), e.g. 60s.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub archive_timeout: Duration,
+    /// Restart the cluster (pg_ctlcluster) when archive_mode needs it.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+/// Take a backup (full, differential or incremental), then apply retention.
+#[derive(Args)]
+pub struct ArchiveBackup {
+    /// full, diff (changes since the last full) or incr (since the last backup).
+    #[arg(long = "type", value_enum, default_value = "full")]
+    pub kind: BackupKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackupKind {
+    Full,
+    Diff,
+    Incr,
+}
+
+impl BackupKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Diff => "diff",
+            BackupKind::Incr => "incr",
+        }
+    }
+}
+
+/// The backups, the window one can restore to, and the archiving lag; fails when archiving
+/// fails or lags.
+///
+/// The backups (pgBackRest's info), the restorable window (from the end of the first backup
+/// to the newest archived WAL, with any segment missing from the repository named), and the
+/// archiver (pg_stat_archiver: the last archived WAL and its age, failures, the last failed
+/// WAL, segments waiting). Exits 1 when archiving fails, a completed segment has waited longer
+/// than --max-lag, or WAL is missing: a monitor can run it.
+#[derive(Args)]
+pub struct ArchiveStatus {
+    /// The longest a completed WAL segment may wait for the archive (default: twice
+    /// archive_timeout).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_lag: Option<Duration>,
+}
+
+/// A new cluster at a point in time, beside the live one (--switch: in its place).
+///
+/// Restores the backup before TIME and replays the archived WAL up to TIME into a new cluster
+/// (pg_createcluster) on --pg-port, starts it, lets it promote once it reached TIME, and
+/// checks it: it answers, it is out of recovery, it stopped at TIME. The live cluster is not
+/// touched. With --switch the live cluster is then stopped and the restored data put in its
+/// place (archiving on again, to a new timeline); the old data directory is kept as
+/// <data dir>.before-<time> until you remove it. A TIME outside the restorable window is
+/// refused, naming the window. Killed part-way, the new cluster is removed.
+#[derive(Args)]
+pub struct ArchiveRestore {
+    /// The point in time, with its offset: 2026-12-06 14:05:00+01, 2026-12-06T13:05:00Z.
+    #[arg(long, value_name = "TIME")]
+    pub to: String,
+    /// The new cluster's port.
+    #[arg(long, value_name = "PORT")]
+    pub pg_port: u16,
+    /// The new cluster's data directory (default: beside the live one, named for the cluster).
+    #[arg(long, value_name = "DIR")]
+    pub pg_path: Option<String>,
+    /// Then stop the live cluster and put the restored data in its place.
+    #[arg(long)]
+    pub switch: bool,
+    /// With --switch: replace the live cluster's data without the typed confirmation.
+    #[arg(long, requires = "switch")]
+    pub yes: bool,
+}
+
+/// Tables as they were at a point in time, as dumps `cargo xtask restore` loads.
+///
+/// Restores into a scratch cluster (no TCP port; removed afterwards, also when killed), and
+/// pg_dumps each table into <backup-dir>/<table>-<time>.dump with its .sha256: the files
+/// `cargo xtask restore` takes. The live cluster is not touched.
+#[derive(Args)]
+pub struct ArchiveExtract {
+    /// The point in time, with its offset (as for restore).
+    #[arg(long, value_name = "TIME")]
+    pub to: String,
+    /// A table to get back, e.g. sales or public.sales; repeat for more.
+    #[arg(long = "table", value_name = "NAME", required = true)]
+    pub tables: Vec<String>,
+    /// The database that holds the tables.
+    #[arg(long, value_name = "NAME", default_value = "saulpos")]
+    pub database: String,
+    /// Where the dumps go, on this machine; it must exist.
+    pub backup_dir: PathBuf,
+}
+
+/// Internal, started by `archive restore` and `archive extract` beside themselves: waits on
+/// standard input and, if the command ends without writing "done" there, stops and removes
+/// the cluster it was restoring. Not for direct use.
+#[derive(Args)]
+pub struct ArchiveGuard {
+    #[command(flatten)]
+    pub on: ArchiveOn,
+    /// The cluster's major version, e.g. 15.
+    pub version: String,
+    /// The cluster's name.
+    pub cluster: String,
+    /// The cluster's data directory.
+    pub data_dir: String,
 }
 
 /// Measure our tools beside the plain ones on the same input.

@@ -43,6 +43,8 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Backup(cmd) => cmd.run(sh),
         flags::Command::Restore(cmd) => cmd.run(sh),
         flags::Command::RestoreGuard(cmd) => cmd.run(),
+        flags::Command::Archive(cmd) => cmd.run(),
+        flags::Command::ArchiveGuard(cmd) => cmd.run(),
         flags::Command::Deploy(cmd) => cmd.run(sh),
         flags::Command::Rollback(cmd) => cmd.run(sh),
         flags::Command::Status(cmd) => cmd.run(sh),

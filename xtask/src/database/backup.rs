@@ -173,26 +173,42 @@ pub fn file_stem(database: &str) -> String {
         .collect()
 }
 
-struct Dumped {
-    size: u64,
-    sha256: String,
-    tables: usize,
+pub struct Dumped {
+    pub size: u64,
+    pub sha256: String,
+    pub tables: usize,
 }
 
-/// Runs `pg_dump` into a temporary file beside `final_path` while hashing the stream and
-/// feeding it to a `pg_restore` that reads all of it (every data block decompressed, the SQL
-/// thrown away); renames into place only if both succeed.
+/// `pg_dump` of `database` into `final_path`, verified (see [`write_verified_dump`]).
 fn dump(
     server: &Server,
     database: &str,
     compress: u32,
     final_path: &Path,
 ) -> anyhow::Result<Dumped> {
-    let temporary = TemporaryFile(durable::temporary_name(final_path));
-    let mut pg_dump = postgres::tool("pg_dump")?
+    let mut pg_dump = postgres::tool("pg_dump")?;
+    pg_dump
         .arg("--format=custom")
         .arg(format!("--compress={compress}"))
-        .args(server.args(database))
+        .args(server.args(database));
+    write_verified_dump(
+        pg_dump,
+        &format!("database {database:?} at {}", server.address()),
+        final_path,
+    )
+}
+
+/// Runs `pg_dump` (custom format on its standard output; here or on another host) into a
+/// temporary file beside `final_path` while hashing the stream and feeding it to a local
+/// `pg_restore` that reads all of it (every data block decompressed, the SQL thrown away);
+/// renames into place only if both succeed. `dumped` names what is dumped, for messages.
+pub fn write_verified_dump(
+    mut pg_dump: std::process::Command,
+    dumped: &str,
+    final_path: &Path,
+) -> anyhow::Result<Dumped> {
+    let temporary = TemporaryFile(durable::temporary_name(final_path));
+    let mut pg_dump = pg_dump
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -261,8 +277,7 @@ fn dump(
         let _ = verifier.kill();
         let _ = verifier.wait();
         bail!(
-            "pg_dump of database {database:?} at {} failed ({dump_status}): {}{}; no backup was written",
-            server.address(),
+            "pg_dump of {dumped} failed ({dump_status}): {}{}; no backup was written",
             dump_errors.trim(),
             hint(&dump_errors)
         );

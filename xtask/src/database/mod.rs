@@ -1,6 +1,9 @@
-//! PostgreSQL: `backup`, `restore` (with its guard), and the client tools they drive.
+//! PostgreSQL: `backup`, `restore` (with its guard), `archive` (continuous archiving and
+//! point-in-time restore through pgBackRest), and the tools they drive.
 
+pub mod archive;
 pub mod backup;
+pub mod pgbackrest;
 pub mod postgres;
 pub mod predeploy;
 pub mod restore;

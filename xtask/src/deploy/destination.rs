@@ -65,62 +65,71 @@ impl Destination {
             bail!("destination {text:?} names no folder on the host; {usage}");
         };
         let (authority, path) = rest.split_at(slash);
-        let (user, host_port) = match authority.rsplit_once('@') {
-            Some((user, host_port)) => (Some(user), host_port),
-            None => (None, authority),
-        };
-        if let Some(user) = user
-            && (user.is_empty()
-                || !user
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
-        {
-            bail!("destination {text:?}: the user {user:?} is not a plain login name; {usage}");
-        }
-        let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
-            let Some((host, after)) = bracketed.split_once(']') else {
-                bail!("destination {text:?}: an unclosed [ in the host; {usage}");
-            };
-            (host, after.strip_prefix(':'))
-        } else {
-            match host_port.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (host_port, None),
-            }
-        };
-        if host.is_empty()
-            || host.starts_with('-')
-            || !host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c))
-        {
-            bail!("destination {text:?}: {host:?} is not a host name or address; {usage}");
-        }
-        let port = match port {
-            None => None,
-            Some(port) => Some(
-                port.parse::<u16>()
-                    .ok()
-                    .filter(|port| *port > 0)
-                    .with_context(|| {
-                        format!(
-                            "destination {text:?}: the port {port:?} is not 1 to 65535; {usage}"
-                        )
-                    })?,
-            ),
-        };
+        let (user, host, port) =
+            parse_authority(&format!("destination {text:?}"), authority, usage)?;
         if path.len() < 2 || path.contains('\n') || path.split('/').any(|part| part == "..") {
             bail!(
                 "destination {text:?}: the folder {path:?} must be absolute, without ..; {usage}"
             );
         }
         Ok(Destination::Ssh(SshTarget {
-            user: user.map(str::to_owned),
-            host: host.to_owned(),
+            user,
+            host,
             port,
             path: path.trim_end_matches('/').to_owned(),
         }))
     }
+}
+
+/// `[user@]host[:port]` of an ssh:// address: a plain login name, a host name or address (in
+/// brackets for IPv6), a port from 1 to 65535. `what` (e.g. `destination "ssh://..."`) and `usage`
+/// go into the messages.
+pub fn parse_authority(
+    what: &str,
+    authority: &str,
+    usage: &str,
+) -> anyhow::Result<(Option<String>, String, Option<u16>)> {
+    let (user, host_port) = match authority.rsplit_once('@') {
+        Some((user, host_port)) => (Some(user), host_port),
+        None => (None, authority),
+    };
+    if let Some(user) = user
+        && (user.is_empty()
+            || !user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+    {
+        bail!("{what}: the user {user:?} is not a plain login name; {usage}");
+    }
+    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let Some((host, after)) = bracketed.split_once(']') else {
+            bail!("{what}: an unclosed [ in the host; {usage}");
+        };
+        (host, after.strip_prefix(':'))
+    } else {
+        match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty()
+        || host.starts_with('-')
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c))
+    {
+        bail!("{what}: {host:?} is not a host name or address; {usage}");
+    }
+    let port = match port {
+        None => None,
+        Some(port) => Some(
+            port.parse::<u16>()
+                .ok()
+                .filter(|port| *port > 0)
+                .with_context(|| format!("{what}: the port {port:?} is not 1 to 65535; {usage}"))?,
+        ),
+    };
+    Ok((user.map(str::to_owned), host.to_owned(), port))
 }
 
 /// The destinations of a command: those given, then a hosts file's lines, in order; each at

@@ -190,6 +190,7 @@ impl flags::Rollback {
                 taken.file.display(),
                 connection.describe()
             ),
+            "the database name",
             &connection.name,
             || {
                 format!(

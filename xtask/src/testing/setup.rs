@@ -37,6 +37,9 @@ const DEBIAN: &[(&str, &str)] = &[
     ("pg_restore", "postgresql-client"),
     ("pg_isready", "postgresql-client"),
     ("prometheus", "prometheus"),
+    ("pgbackrest", "pgbackrest"),
+    ("pg_createcluster", "postgresql-common"),
+    ("runuser", "util-linux"),
     ("promtool", "prometheus"),
 ];
 

@@ -5,10 +5,12 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::bail;
 
-/// Asks `question` and wants `expected` typed back; `refused` is the error when no terminal can
-/// answer (it should say to pass `--yes`), `not_confirmed` the one for a wrong answer.
+/// Asks `question` and wants `expected` (`noun`, e.g. "the database name") typed back;
+/// `refused` is the error when no terminal can answer (it should say to pass `--yes`),
+/// `not_confirmed` the one for a wrong answer.
 pub fn typed(
     question: &str,
+    noun: &str,
     expected: &str,
     refused: impl FnOnce() -> String,
     not_confirmed: &str,
@@ -16,7 +18,7 @@ pub fn typed(
     if !std::io::stdin().is_terminal() {
         bail!("{}", refused());
     }
-    eprint!("{question}\nType the database name to confirm: ");
+    eprint!("{question}\nType {noun} to confirm: ");
     std::io::stderr().flush().ok();
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;

@@ -268,6 +268,7 @@ fn confirm(flags: &flags::Restore, server: &Server, previous_name: &str) -> anyh
             server.address(),
             flags.backup_file.display()
         ),
+        "the database name",
         &flags.database,
         refused,
         "not confirmed; nothing was restored",
