@@ -1,6 +1,7 @@
 //! End-to-end tests: the server and `cargo xtask` driven as users drive them, on a real
 //! PostgreSQL. Each test makes its own database and its own folders.
 
+mod archive;
 mod auth;
 mod backup;
 mod canary;

@@ -1,12 +1,14 @@
 //! What the end-to-end tests share: a database of their own, the server as a process, HTTP,
 //! and a TCP proxy that can cut the server off from PostgreSQL.
 
+mod clusters;
 mod deploying;
 pub mod hostile;
 mod keys;
 mod releases;
 mod ssh_hosts;
 
+pub use clusters::*;
 pub use deploying::*;
 pub use keys::*;
 pub use releases::{release_1_0_0, release_1_2_0, release_with_errors, release_with_latency};

@@ -46,7 +46,8 @@ impl DbHost {
             None,
         )?;
         host.as_postgres = match who.trim() {
-            "root" => vec!["runuser", "-u", "postgres", "--"],
+            // In `/`: the login's own folder (root's) is not the postgres user's to enter.
+            "root" => vec!["runuser", "-u", "postgres", "--", "env", "--chdir=/"],
             "postgres" => Vec::new(),
             other => bail!(
                 "on {} we are {other:?}: pgBackRest and the cluster tools run as the postgres user, so connect as root or postgres",

@@ -52,12 +52,12 @@ impl Restored<'_> {
 
     /// Stops and removes the cluster now that it served.
     pub fn remove(mut self) -> anyhow::Result<()> {
+        cluster::drop(self.host, &self.cluster.version, &self.cluster.name)?;
         self.kept = true;
-        let removed = cluster::drop(self.host, &self.cluster.version, &self.cluster.name);
         if let Some(child) = self.guard.take() {
             guard::finish(child);
         }
-        removed
+        Ok(())
     }
 
     pub fn json(&self) -> Value {
@@ -76,17 +76,25 @@ impl Drop for Restored<'_> {
         if self.kept {
             return;
         }
-        match cluster::drop(self.host, &self.cluster.version, &self.cluster.name) {
-            Ok(()) => eprintln!("removed the unfinished cluster {}", self.cluster.id()),
-            Err(error) => eprintln!(
-                "note: the unfinished cluster {} could not be removed ({error:#}); remove it: pg_dropcluster --stop {} {}",
-                self.cluster.id(),
-                self.cluster.version,
-                self.cluster.name
-            ),
-        }
-        if let Some(child) = self.guard.take() {
-            guard::finish(child);
+        // Failed part-way: the guard removes the cluster, as it would had this process died.
+        match self.guard.take() {
+            Some(child) => guard::abandon(child),
+            None => {
+                let cluster = &self.cluster;
+                if let Err(error) = guard::remove(
+                    self.host,
+                    &cluster.version,
+                    &cluster.name,
+                    &cluster.data_dir,
+                ) {
+                    eprintln!(
+                        "note: the unfinished cluster {} could not be removed ({error:#}); remove it: pg_dropcluster --stop {} {}",
+                        cluster.id(),
+                        cluster.version,
+                        cluster.name
+                    );
+                }
+            }
         }
     }
 }
@@ -99,22 +107,35 @@ pub fn restore_beside<'h>(
     plan: &Plan<'_>,
     started: Instant,
 ) -> anyhow::Result<Restored<'h>> {
-    let made = cluster::create_empty(
-        host,
-        plan.version,
-        plan.name,
-        plan.port,
-        plan.data_dir,
-        plan.options,
-    )?;
+    // The guard first: a kill during pg_createcluster leaves a half-made cluster it removes.
+    let data_dir = plan
+        .data_dir
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("/var/lib/postgresql/{}/{}", plan.version, plan.name));
+    let guard = guard::start(on, plan.version, plan.name, &data_dir);
     let mut restored = Restored {
-        guard: guard::start(on, &made),
-        cluster: made,
+        guard,
+        cluster: Cluster {
+            version: plan.version.to_owned(),
+            name: plan.name.to_owned(),
+            port: plan.port.unwrap_or(0),
+            online: false,
+            data_dir: data_dir.clone(),
+            log_file: String::new(),
+        },
         host,
         kept: false,
         stopped_before: String::new(),
         last_applied: None,
     };
+    restored.cluster = cluster::create_empty(
+        host,
+        plan.version,
+        plan.name,
+        plan.port,
+        Some(&data_dir),
+        plan.options,
+    )?;
     let cluster = restored.cluster.clone();
     step(
         started,

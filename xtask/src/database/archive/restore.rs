@@ -86,13 +86,11 @@ pub fn run(flags: flags::ArchiveRestore, context: &Context) -> anyhow::Result<()
         context.pgbackrest.stanza,
         utc::compact(target.div_euclid(1_000_000))
     );
-    refuse_taken(
-        context,
-        &version,
-        &name,
-        flags.pg_port,
-        flags.pg_path.as_deref(),
-    )?;
+    let data_dir = flags
+        .pg_path
+        .clone()
+        .unwrap_or_else(|| format!("/var/lib/postgresql/{version}/{name}"));
+    refuse_taken(context, &version, &name, flags.pg_port, &data_dir)?;
     let live_for_switch = if flags.switch {
         let live = live.clone().with_context(|| {
             format!(
@@ -101,10 +99,6 @@ pub fn run(flags: flags::ArchiveRestore, context: &Context) -> anyhow::Result<()
                 configured.pg_path
             )
         })?;
-        let data_dir = flags
-            .pg_path
-            .clone()
-            .unwrap_or_else(|| format!("/var/lib/postgresql/{version}/{name}"));
         same_filesystem(context, &live.data_dir, &data_dir)?;
         if !flags.yes {
             confirm::typed(
@@ -133,7 +127,7 @@ pub fn run(flags: flags::ArchiveRestore, context: &Context) -> anyhow::Result<()
         version: &version,
         name: &name,
         port: Some(flags.pg_port),
-        data_dir: flags.pg_path.as_deref(),
+        data_dir: Some(&data_dir),
         options: &[],
         target,
     };
@@ -189,7 +183,7 @@ fn refuse_taken(
     version: &str,
     name: &str,
     port: u16,
-    data_dir: Option<&str>,
+    data_dir: &str,
 ) -> anyhow::Result<()> {
     let clusters = cluster::list(&context.host)?;
     if clusters
@@ -206,18 +200,16 @@ fn refuse_taken(
             taken.id()
         );
     }
-    if let Some(dir) = data_dir {
-        let empty = context.host.script_ok(
-            "look at --pg-path",
-            r#"if [ ! -e "$1" ] || [ -z "$(ls -A -- "$1")" ]; then echo free; else echo taken; fi"#,
-            &[dir],
-            None,
-        )?;
-        if empty.trim() != "free" {
-            bail!(
-                "--pg-path {dir} holds files already; give a new or empty folder; nothing was created"
-            );
-        }
+    let empty = context.host.script_ok(
+        "look at the new cluster's data directory",
+        r#"if [ ! -e "$1" ] || [ -z "$(ls -A -- "$1")" ]; then echo free; else echo taken; fi"#,
+        &[data_dir],
+        None,
+    )?;
+    if empty.trim() != "free" {
+        bail!(
+            "the new cluster's data directory {data_dir} holds files already; give --pg-path a new or empty folder; nothing was created"
+        );
     }
     Ok(())
 }
