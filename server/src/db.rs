@@ -250,9 +250,31 @@ impl Db {
     }
 }
 
-/// What a metrics scrape reads from the database: the bearer tokens not yet expired and the
-/// migrations applied; none when the database does not answer within `timeout`.
-pub async fn scrape_figures(db: &Db, timeout: Duration) -> Option<(i64, i64)> {
+/// What a metrics scrape reads from the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrapeFigures {
+    /// Bearer tokens not yet expired.
+    pub tokens_active: i64,
+    pub migrations_applied: i64,
+    pub archiver: ArchiverFigures,
+}
+
+/// The database's WAL archiver (`pg_stat_archiver`), which continuous archiving rests on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiverFigures {
+    /// archive_mode is on (or always).
+    pub enabled: bool,
+    /// When the last segment was archived, and when an attempt last failed (Unix seconds).
+    pub last_archived: Option<f64>,
+    pub last_failed: Option<f64>,
+    /// Failed attempts since the database server started.
+    pub failures: i64,
+    /// Completed WAL segments not archived yet.
+    pub segments_waiting: i64,
+}
+
+/// The figures of a scrape; none when the database does not answer within `timeout`.
+pub async fn scrape_figures(db: &Db, timeout: Duration) -> Option<ScrapeFigures> {
     let read = async {
         let mut connection = db.acquire().await?;
         scrape_query(&mut connection).await
@@ -260,11 +282,84 @@ pub async fn scrape_figures(db: &Db, timeout: Duration) -> Option<(i64, i64)> {
     tokio::time::timeout(timeout, read).await.ok()?.ok()
 }
 
-async fn scrape_query(connection: &mut PgConnection) -> sqlx::Result<(i64, i64)> {
-    sqlx::query_as(
+type ScrapeRow = (
+    i64,
+    i64,
+    String,
+    Option<f64>,
+    Option<f64>,
+    i64,
+    String,
+    String,
+    i64,
+);
+
+async fn scrape_query(connection: &mut PgConnection) -> sqlx::Result<ScrapeFigures> {
+    let row: ScrapeRow = sqlx::query_as(
         "SELECT (SELECT count(*) FROM auth_token WHERE expires_at > now()),
-                (SELECT count(*) FROM _sqlx_migrations WHERE success)",
+                (SELECT count(*) FROM _sqlx_migrations WHERE success),
+                current_setting('archive_mode'),
+                extract(epoch FROM last_archived_time)::float8,
+                extract(epoch FROM last_failed_time)::float8,
+                failed_count,
+                coalesce(last_archived_wal, ''),
+                CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_walfile_name(pg_current_wal_lsn()) END,
+                (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')
+           FROM pg_stat_archiver",
     )
     .fetch_one(connection)
-    .await
+    .await?;
+    let (tokens_active, migrations_applied, mode, last_archived, last_failed, failures) =
+        (row.0, row.1, row.2, row.3, row.4, row.5);
+    let enabled = mode == "on" || mode == "always";
+    let segments_waiting = if enabled {
+        segments_between(&row.6, &row.7, row.8)
+    } else {
+        0
+    };
+    Ok(ScrapeFigures {
+        tokens_active,
+        migrations_applied,
+        archiver: ArchiverFigures {
+            enabled,
+            last_archived,
+            last_failed,
+            failures,
+            segments_waiting,
+        },
+    })
+}
+
+/// The completed segments after `archived` and before `current` (the one being written), by
+/// segment number whatever the timeline; 0 when either is unknown.
+pub fn segments_between(archived: &str, current: &str, segment_bytes: i64) -> i64 {
+    let per_log = 0x1_0000_0000_i64 / segment_bytes.max(1);
+    let number = |name: &str| -> Option<i64> {
+        let log = i64::from_str_radix(name.get(8..16)?, 16).ok()?;
+        let segment = i64::from_str_radix(name.get(16..24)?, 16).ok()?;
+        Some(log * per_log + segment)
+    };
+    match (number(archived), number(current)) {
+        (Some(archived), Some(current)) => (current - archived - 1).max(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod archiver_tests {
+    use super::segments_between;
+
+    #[test]
+    fn waiting_segments_are_counted_across_logs_and_timelines() {
+        let size = 16 << 20;
+        assert_eq!(
+            segments_between("0000000100000000000000FE", "000000010000000100000001", size),
+            2
+        );
+        assert_eq!(
+            segments_between("000000010000000000000005", "000000020000000000000006", size),
+            0
+        );
+        assert_eq!(segments_between("", "000000010000000000000006", size), 0);
+    }
 }

@@ -41,7 +41,7 @@ fn promtool_checks_both_scrape_configurations_and_the_rules_and_passes_their_uni
     }
     let checked = promtool(&["check", "rules", "saulpos.rules.yml"], &dir);
     assert!(checked.status.success(), "{}", text(&checked));
-    assert!(text(&checked).contains("SUCCESS: 6 rules found"));
+    assert!(text(&checked).contains("SUCCESS: 8 rules found"));
     let tested = promtool(&["test", "rules", "saulpos.rules.test.yml"], &dir);
     assert!(tested.status.success(), "{}", text(&tested));
     // Every alert has a test that sees it fire.
@@ -51,7 +51,7 @@ fn promtool_checks_both_scrape_configurations_and_the_rules_and_passes_their_uni
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 6, "{rules}");
+    assert_eq!(alerts.len(), 8, "{rules}");
     for alert in alerts {
         assert!(
             tests.contains(&format!(
@@ -244,7 +244,7 @@ fn a_real_prometheus_with_the_shipped_configuration_reads_the_request_rate_and_p
     )
     .unwrap();
     let loaded = rules["data"]["groups"][0]["rules"].as_array().unwrap();
-    assert_eq!(loaded.len(), 6, "{rules}");
+    assert_eq!(loaded.len(), 8, "{rules}");
     assert!(
         loaded
             .iter()

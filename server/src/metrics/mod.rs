@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
+use std::sync::atomic::AtomicU64;
 
 pub use exposition::Format;
 
@@ -50,6 +51,54 @@ struct BuildLabels {
     profile: &'static str,
 }
 
+/// The database's WAL archiver, read at each scrape (continuous archiving rests on it; the
+/// shipped alert rules watch it).
+struct ArchiverGauges {
+    enabled: Gauge,
+    last_archived: Gauge<f64, AtomicU64>,
+    last_failed: Gauge<f64, AtomicU64>,
+    failures: Gauge,
+    waiting: Gauge,
+}
+
+impl ArchiverGauges {
+    fn register(registry: &mut Registry) -> ArchiverGauges {
+        let gauges = ArchiverGauges {
+            enabled: Gauge::default(),
+            last_archived: Gauge::default(),
+            last_failed: Gauge::default(),
+            failures: Gauge::default(),
+            waiting: Gauge::default(),
+        };
+        registry.register(
+            "saulpos_db_wal_archiving_enabled",
+            "1 when the database archives its WAL (archive_mode on)",
+            gauges.enabled.clone(),
+        );
+        registry.register(
+            "saulpos_db_wal_last_archived_timestamp_seconds",
+            "When the database last archived a WAL segment (Unix time; 0: never)",
+            gauges.last_archived.clone(),
+        );
+        registry.register(
+            "saulpos_db_wal_last_archive_failure_timestamp_seconds",
+            "When archiving a WAL segment last failed (Unix time; 0: never)",
+            gauges.last_failed.clone(),
+        );
+        registry.register(
+            "saulpos_db_wal_archive_failures",
+            "Failed attempts to archive WAL since the database server started",
+            gauges.failures.clone(),
+        );
+        registry.register(
+            "saulpos_db_wal_segments_waiting",
+            "Completed WAL segments not archived yet",
+            gauges.waiting.clone(),
+        );
+        gauges
+    }
+}
+
 /// Every metric of one server, and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
@@ -58,6 +107,7 @@ pub struct Metrics {
     lockouts: Counter,
     tokens_active: Gauge,
     migrations_applied: Gauge,
+    archiver: ArchiverGauges,
     /// The time to get a connection from the pool.
     pub acquire: Histogram,
 }
@@ -97,6 +147,7 @@ impl Metrics {
             "Migrations applied to the database (read at each scrape)",
             migrations_applied.clone(),
         );
+        let archiver = ArchiverGauges::register(&mut registry);
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -118,6 +169,7 @@ impl Metrics {
             lockouts,
             tokens_active,
             migrations_applied,
+            archiver,
             acquire,
         }
     }
@@ -131,9 +183,19 @@ impl Metrics {
     }
 
     /// What a scrape reads from the database, set before the registry is encoded.
-    pub fn set_database_figures(&self, tokens_active: i64, migrations_applied: i64) {
-        self.tokens_active.set(tokens_active);
-        self.migrations_applied.set(migrations_applied);
+    pub fn set_database_figures(&self, figures: &crate::db::ScrapeFigures) {
+        self.tokens_active.set(figures.tokens_active);
+        self.migrations_applied.set(figures.migrations_applied);
+        let archiver = &figures.archiver;
+        self.archiver.enabled.set(i64::from(archiver.enabled));
+        self.archiver
+            .last_archived
+            .set(archiver.last_archived.unwrap_or(0.0));
+        self.archiver
+            .last_failed
+            .set(archiver.last_failed.unwrap_or(0.0));
+        self.archiver.failures.set(archiver.failures);
+        self.archiver.waiting.set(archiver.segments_waiting);
     }
 
     /// The registry as text in `format`.

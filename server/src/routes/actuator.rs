@@ -42,8 +42,8 @@ pub async fn prometheus(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ([(header::HeaderName, &'static str); 1], String) {
-    if let Some((tokens, migrations)) = db::scrape_figures(&state.db, state.health_timeout).await {
-        state.metrics.set_database_figures(tokens, migrations);
+    if let Some(figures) = db::scrape_figures(&state.db, state.health_timeout).await {
+        state.metrics.set_database_figures(&figures);
     }
     let accept = headers
         .get(header::ACCEPT)
