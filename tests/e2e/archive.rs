@@ -38,6 +38,21 @@ fn sales_around_a_time(cluster: &ArchivedCluster) -> String {
     target
 }
 
+/// The first file named `name` under `dir`.
+fn walk_find(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = walk_find(&path, name) {
+                return Some(found);
+            }
+        } else if entry.file_name() == name {
+            return Some(path);
+        }
+    }
+    None
+}
+
 fn ids(port: u16, database: &str) -> String {
     ArchivedCluster::sql_at(
         port,
@@ -214,6 +229,55 @@ fn a_restore_to_a_time_has_exactly_the_rows_before_it_and_extract_gives_them_as_
     assert_eq!(report["backups"].as_array().unwrap().len(), 1);
     assert_eq!(report["window"]["missing_wal"], serde_json::json!([]));
     assert_eq!(report["archiver"]["failing"], false);
+
+    // An incident bundle holds this status, and no passphrase.
+    let incident_dest = cluster.dir.path().join("opt");
+    let bundles = cluster.dir.path().join("incidents");
+    fs::create_dir_all(&incident_dest).unwrap();
+    let captured = run_ok(&[
+        "incident",
+        "prod",
+        incident_dest.to_str().unwrap(),
+        "--out",
+        bundles.to_str().unwrap(),
+        "--archive-config",
+        cluster.config().to_str().unwrap(),
+        "--archive-stanza",
+        &cluster.name,
+    ]);
+    said.push_str(&captured);
+    let bundle = fs::read_dir(&bundles)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|extension| extension == "gz"))
+        .expect("a bundle");
+    let unpacked = cluster.dir.path().join("unpacked");
+    fs::create_dir_all(&unpacked).unwrap();
+    let untar = Command::new("tar")
+        .arg("-xzf")
+        .arg(&bundle)
+        .arg("-C")
+        .arg(&unpacked)
+        .output()
+        .unwrap();
+    assert!(untar.status.success(), "{}", text(&untar));
+    let status_file =
+        walk_find(&unpacked, "archive-status.txt").expect("archive-status.txt in the bundle");
+    let in_bundle = fs::read_to_string(status_file).unwrap();
+    assert!(
+        in_bundle.contains("restorable window:") && in_bundle.contains("status: ok"),
+        "{in_bundle}"
+    );
+    let everything = Command::new("grep")
+        .args(["-r", "-F", &passphrase])
+        .arg(&unpacked)
+        .output()
+        .unwrap();
+    assert!(
+        everything.stdout.is_empty(),
+        "the bundle holds the passphrase"
+    );
 
     // The passphrase is in the configuration and nowhere else.
     assert!(!said.contains(&passphrase), "the passphrase was printed");

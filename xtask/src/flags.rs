@@ -1058,6 +1058,13 @@ pub struct Incident {
     /// Where to write the bundle (default: <dest>/saulpos-<env>/incidents/).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The pgBackRest configuration whose `archive status` goes into the bundle (recorded as
+    /// failed where there is none).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_PGBACKREST_CONFIG)]
+    pub archive_config: String,
+    /// The stanza of that `archive status`.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_STANZA)]
+    pub archive_stanza: String,
     /// Print one JSON object describing the bundle on stdout.
     #[arg(long)]
     pub json: bool,

@@ -40,7 +40,7 @@ impl flags::Incident {
         let severity = self.severity.label();
         let stem = format!("incident-{}-{severity}", utc::compact(now));
         let env_text = fs::read_to_string(installation.dir.join("saulpos.env")).unwrap_or_default();
-        let redactor = Redactor::new(&env_text);
+        let mut redactor = Redactor::new(&env_text);
 
         let mut bundle = Bundle::default();
         let live = installation.live();
@@ -127,6 +127,16 @@ impl flags::Incident {
                 bail!("no saulpos.env in {}", installation.dir.display());
             }
             Ok(env_text.clone())
+        });
+        bundle.collect("archive status", "archive-status.txt", || {
+            let (report, passphrase) = crate::database::archive::status::for_bundle(
+                &self.archive_config,
+                &self.archive_stanza,
+            )?;
+            if let Some(passphrase) = passphrase {
+                redactor.learn(&passphrase);
+            }
+            Ok(report)
         });
         bundle.collect("host", "host.txt", || {
             let mut text = String::new();

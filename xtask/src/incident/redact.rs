@@ -49,6 +49,16 @@ impl Redactor {
         Redactor { secrets }
     }
 
+    /// Also redacts `secret` (one learnt while collecting, e.g. a repository passphrase).
+    pub fn learn(&mut self, secret: &str) {
+        if secret.len() >= 3 {
+            self.secrets.push(secret.to_owned());
+            self.secrets
+                .sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+            self.secrets.dedup();
+        }
+    }
+
     pub fn redact(&self, text: &str) -> String {
         let mut text = text.to_owned();
         for secret in &self.secrets {

@@ -101,6 +101,15 @@ impl Context {
         Ok(printed.strip_prefix("present\n").map(str::to_owned))
     }
 
+    /// The repository's passphrase, for redactors only.
+    pub fn passphrase(&self) -> anyhow::Result<Option<String>> {
+        Ok(self.read_config()?.and_then(|text| {
+            ConfigFile::parse(&text)
+                .value(&self.pgbackrest.stanza, "repo1-cipher-pass")
+                .map(str::to_owned)
+        }))
+    }
+
     /// The stanza's cluster and repository, from its configuration file.
     pub fn configured(&self) -> anyhow::Result<Configured> {
         let stanza = &self.pgbackrest.stanza;

@@ -32,6 +32,32 @@ pub fn run(flags: flags::ArchiveStatus, context: &Context) -> anyhow::Result<()>
     Ok(())
 }
 
+/// `archive status` of this machine's stanza for an incident bundle: the report (its problems
+/// included), and the repository's passphrase for the bundle's redactor.
+pub fn for_bundle(config: &str, stanza: &str) -> anyhow::Result<(String, Option<String>)> {
+    let on = flags::ArchiveOn {
+        on: None,
+        ssh_config: None,
+        config: config.to_owned(),
+        stanza: stanza.to_owned(),
+        json: false,
+    };
+    let context = Context {
+        host: crate::database::archive::host::DbHost::connect(&on)?,
+        pgbackrest: crate::database::pgbackrest::PgBackRest::new(config, stanza)?,
+        on,
+    };
+    let passphrase = context.passphrase()?;
+    let report = report(&context, None)?;
+    Ok((
+        format!(
+            "$ cargo xtask archive status --config {config} --stanza {stanza}\n{}",
+            report.text
+        ),
+        passphrase,
+    ))
+}
+
 /// Reads and judges the stanza's state.
 pub fn report(context: &Context, max_lag: Option<Duration>) -> anyhow::Result<Report> {
     let configured = context.configured()?;
