@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use serde_json::json;
 
 use crate::database::archive::Context;
@@ -73,19 +73,9 @@ pub fn run(flags: flags::ArchiveExtract, context: &Context) -> anyhow::Result<()
             );
         }
     }
-    let configured = context.configured()?;
-    let (live, state) = context.prepare_restore(&configured, started)?;
-    let window = state.window.as_ref().with_context(|| {
-        format!(
-            "stanza {:?} has no backup to restore from; nothing was created",
-            context.pgbackrest.stanza
-        )
-    })?;
-    window.check(target, &flags.to)?;
-    let version = live
-        .map(|live| live.version)
-        .or(state.info.pg_version.clone())
-        .context("neither the live cluster nor pgbackrest info tells PostgreSQL's version")?;
+    let version = context
+        .ready_to_restore(target, &flags.to, started)?
+        .version;
     let prefix = format!("{}-extract-", context.pgbackrest.stanza);
     for left in cluster::list(host)?
         .iter()

@@ -165,16 +165,19 @@ impl Context {
 }
 
 impl Context {
-    /// For a restore to `target`: the live cluster (if it is here), and the state once the
-    /// archive holds everything up to now. A running live cluster writes one commit (an empty
-    /// transaction's) and switches its WAL into the repository, so that a target up to now has
-    /// a commit after it to stop at; nothing else of it changes.
-    pub fn prepare_restore(
+    /// What a restore to `target` (as the operator wrote it: `given`) starts from, once it is
+    /// known to be inside the window: the configuration, the live cluster (if it is here), and
+    /// PostgreSQL's major version for the new cluster. A running live cluster first writes one
+    /// commit (an empty transaction's) and switches its WAL into the repository, so that a
+    /// target up to now has a commit after it to stop at; nothing else of it changes.
+    pub fn ready_to_restore(
         &self,
-        configured: &Configured,
+        target: i64,
+        given: &str,
         started: std::time::Instant,
-    ) -> anyhow::Result<(Option<Cluster>, State)> {
-        let live = self.live(configured)?;
+    ) -> anyhow::Result<Ready> {
+        let configured = self.configured()?;
+        let live = self.live(&configured)?;
         if let Some(live) = live.as_ref().filter(|live| live.online) {
             let archived = live
                 .psql(&self.host, "postgres", "SELECT pg_current_xact_id()", &[])
@@ -192,8 +195,32 @@ impl Context {
                 ),
             }
         }
-        Ok((live, self.state(configured)?))
+        let state = self.state(&configured)?;
+        let window = state.window.as_ref().with_context(|| {
+            format!(
+                "stanza {:?} has no backup to restore from; nothing was created",
+                self.pgbackrest.stanza
+            )
+        })?;
+        window.check(target, given)?;
+        let version = live
+            .as_ref()
+            .map(|live| live.version.clone())
+            .or(state.info.pg_version.clone())
+            .context("neither the live cluster nor pgbackrest info tells PostgreSQL's version")?;
+        Ok(Ready {
+            configured,
+            live,
+            version,
+        })
     }
+}
+
+/// What a restore starts from (see [`Context::ready_to_restore`]).
+pub struct Ready {
+    pub configured: Configured,
+    pub live: Option<Cluster>,
+    pub version: String,
 }
 
 /// The archive at one moment.

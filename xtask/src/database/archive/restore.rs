@@ -8,9 +8,9 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
-use crate::database::archive::Context;
 use crate::database::archive::cluster::{self, Cluster};
 use crate::database::archive::pitr::{self, Plan};
+use crate::database::archive::{Context, Ready};
 use crate::flags;
 use crate::util::progress::step;
 use crate::util::{confirm, utc};
@@ -67,20 +67,12 @@ pub fn run(flags: flags::ArchiveRestore, context: &Context) -> anyhow::Result<()
     let started = Instant::now();
     let host = &context.host;
     let target = utc::parse_instant(&flags.to).map_err(anyhow::Error::msg)?;
-    let configured = context.configured()?;
-    let (live, state) = context.prepare_restore(&configured, started)?;
-    let window = state.window.as_ref().with_context(|| {
-        format!(
-            "stanza {:?} has no backup to restore from; nothing was created",
-            context.pgbackrest.stanza
-        )
-    })?;
-    window.check(target, &flags.to)?;
-    let version = live
-        .as_ref()
-        .map(|live| live.version.clone())
-        .or(state.info.pg_version.clone())
-        .context("neither the live cluster nor pgbackrest info tells PostgreSQL's version")?;
+    let Ready {
+        configured,
+        live,
+        version,
+        ..
+    } = context.ready_to_restore(target, &flags.to, started)?;
     let name = format!(
         "{}-pitr-{}",
         context.pgbackrest.stanza,
