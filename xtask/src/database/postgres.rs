@@ -55,6 +55,28 @@ impl Server {
         vars: &[(&str, &str)],
         password: Option<&str>,
     ) -> anyhow::Result<String> {
+        let output = self.psql_output(database, sql, vars, password)?;
+        if !output.status.success() {
+            bail!(
+                "psql on database {database:?} at {} failed: {}",
+                self.address(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_owned())
+    }
+
+    /// What `psql` printed for `sql` on `database`, whether it succeeded or not (stdout holds
+    /// the output of the statements that ran before a failure).
+    pub fn psql_output(
+        &self,
+        database: &str,
+        sql: &str,
+        vars: &[(&str, &str)],
+        password: Option<&str>,
+    ) -> anyhow::Result<std::process::Output> {
         let mut command = tool("psql")?;
         if let Some(password) = password {
             command.env("PGPASSWORD", password);
@@ -77,17 +99,7 @@ impl Server {
             .expect("stdin is piped")
             .write_all(sql.as_bytes())
             .context("cannot send SQL to psql")?;
-        let output = child.wait_with_output().context("psql did not finish")?;
-        if !output.status.success() {
-            bail!(
-                "psql on database {database:?} at {} failed: {}",
-                self.address(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .trim_end()
-            .to_owned())
+        child.wait_with_output().context("psql did not finish")
     }
 
     /// Drops `database`, ending the sessions still connected to it; whether it was there to

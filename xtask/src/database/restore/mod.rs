@@ -23,7 +23,7 @@ use crate::{database::restore_guard, flags, util::utc};
 use dump::{Checked, list};
 use load::restore_into;
 use scratch::{Scratch, create_scratch, databases, databases_and_scratch};
-use swap::{check_and_adopt, sessions, swap};
+use swap::{check_adopt_and_swap, sessions};
 
 impl flags::Restore {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
@@ -143,13 +143,17 @@ impl flags::Restore {
         );
         // The target's settings, privileges and comment only now, so that none of them (a
         // read-only default, a statement timeout, CONNECT revoked) reaches pg_restore.
-        let (tables, connected) = check_and_adopt(
+        let finished = check_adopt_and_swap(
             &server,
             &scratch.name,
-            exists.then_some(self.database.as_str()),
+            &self.database,
+            exists.then_some(previous_name.as_str()),
             &entries,
             self.count_rows_up_to_mb.saturating_mul(1 << 20),
         )?;
+        let mut scratch = scratch;
+        scratch.keep = true;
+        let (tables, ended) = (finished.tables, finished.ended);
         step(
             started,
             &format!(
@@ -167,8 +171,7 @@ impl flags::Restore {
                 ),
             );
         }
-
-        if let Some((open, who)) = connected
+        if let Some((open, who)) = finished.connected
             && open > 0
         {
             step(
@@ -179,14 +182,6 @@ impl flags::Restore {
                 ),
             );
         }
-        let ended = swap(
-            &server,
-            &self.database,
-            &scratch.name,
-            exists.then_some(previous_name.as_str()),
-        )?;
-        let mut scratch = scratch;
-        scratch.keep = true;
         if ended > 0 {
             step(
                 started,

@@ -1,7 +1,7 @@
-//! The restore's last steps, on the loaded scratch database: check it holds every table the dump
-//! has data for (and count their rows), give it the target's settings, privileges, connection
-//! limit and comment, see who is connected to the target, then swap it in with both renames in
-//! one transaction.
+//! The restore's last steps, on the loaded scratch database and in one psql session: check it
+//! holds every table the dump has data for (and count their rows), give it the target's
+//! settings, privileges, connection limit and comment, see who is connected to the target, then
+//! swap it in with both renames in one transaction.
 
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -75,70 +75,125 @@ impl Rows {
     }
 }
 
-/// In one session on the scratch database: checks it holds every table the dump has data
-/// for and returns each table's rows (tables up to `limit` bytes counted, bigger ones with the
-/// row count their index build recorded); restoring over `like`, gives it that database's
-/// settings, privileges, connection limit and comment, and returns who is connected to it.
-pub fn check_and_adopt(
+/// Stops the session (printing `INCOMPLETE`) unless the scratch database holds at least
+/// `:expected` user tables.
+const COMPLETE: &str = include_str!("../sql/complete.sql");
+
+/// How the restore ended: the tables with their rows, who was connected to the target, and how
+/// many of those connections the swap ended.
+pub struct Finished {
+    pub tables: TableRows,
+    pub connected: Option<Connections>,
+    pub ended: i64,
+}
+
+/// The restore's last steps in one psql session (a process and a connection less than each
+/// apart): on the scratch database, check it holds every table the dump has data for and count
+/// their rows (tables up to `limit` bytes counted, bigger ones with the row count their index
+/// build recorded); restoring over the target, give the scratch database the target's
+/// settings, privileges, connection limit and comment and see who is connected to the target;
+/// then, from the `postgres` database, swap it in. Nothing is swapped unless the check passed.
+/// A swap that fails (a client reconnecting between the end of its session and the rename) is
+/// tried again on its own.
+pub fn check_adopt_and_swap(
     server: &Server,
     scratch: &str,
-    like: Option<&str>,
+    target: &str,
+    previous: Option<&str>,
     entries: &[ListEntry],
     limit: i64,
-) -> anyhow::Result<(TableRows, Option<Connections>)> {
-    let mut script = format!("{COUNT_TABLES};\n");
-    if like.is_some() {
-        script += &format!("{ADOPT_PROPERTIES}\n\\echo {SECTION}\n{SESSIONS};\n");
-    }
-    let (limit, budget) = (limit.to_string(), limit.saturating_mul(4).to_string());
-    let output = server
-        .psql(
-            scratch,
-            &script,
-            &[
-                ("limit", &limit),
-                ("budget", &budget),
-                ("scratch", scratch),
-                ("like", like.unwrap_or_default()),
-                ("target", like.unwrap_or_default()),
-            ],
-        )
-        .with_context(|| match like {
-            Some(like) => format!(
-                "cannot check the restored database and give it the settings, privileges and comment of {like:?}; the target database was not changed"
-            ),
-            None => "cannot check the restored database; the target database was not changed"
-                .to_owned(),
-        })?;
-    let (tables, connected) = read_check(&output, like.is_some());
+) -> anyhow::Result<Finished> {
     let expected = entries
         .iter()
         .filter(|entry| entry.kind == "TABLE DATA")
         .count();
-    if tables.len() < expected {
+    let mut script = format!("{COUNT_TABLES};\n{COMPLETE}\n");
+    if previous.is_some() {
+        script += &format!("{ADOPT_PROPERTIES}\n\\echo {SECTION}\n{SESSIONS};\n");
+    } else {
+        script += &format!("\\echo {SECTION}\n");
+    }
+    script += &format!(
+        "\\echo {SECTION}\n\\connect postgres\n{}",
+        swap_sql(previous)
+    );
+    let (limit, budget) = (limit.to_string(), limit.saturating_mul(4).to_string());
+    let expected_text = expected.to_string();
+    let vars = [
+        ("limit", limit.as_str()),
+        ("budget", &budget),
+        ("expected", &expected_text),
+        ("scratch", scratch),
+        ("like", target),
+        ("target", target),
+        ("previous", previous.unwrap_or_default()),
+    ];
+    let output = server.psql_output(scratch, &script, &vars, None)?;
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    let not_changed = || match previous {
+        Some(_) => format!(
+            "cannot check the restored database and give it the settings, privileges and comment of {target:?}; the target database was not changed"
+        ),
+        None => {
+            "cannot check the restored database; the target database was not changed".to_owned()
+        }
+    };
+    let (tables, connected, swapped) = read_output(&printed, previous.is_some());
+    if printed.lines().any(|line| line == "INCOMPLETE") {
         bail!(
             "the scratch database has {} tables but the dump has data for {expected}; the target database was not changed",
             tables.len()
         );
     }
-    Ok((tables, connected))
+    if output.status.success() {
+        let ended = swapped
+            .and_then(|rows| rows.first().and_then(|line| line.trim().parse().ok()))
+            .unwrap_or(0);
+        return Ok(Finished {
+            tables,
+            connected,
+            ended,
+        });
+    }
+    let said = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    if swapped.is_none() {
+        return Err(anyhow::anyhow!(
+            "psql at {} failed: {said}",
+            server.address()
+        ))
+        .context(not_changed());
+    }
+    // Checked and adopted; only the swap failed: again, on its own.
+    let ended = swap(server, target, scratch, previous)?;
+    Ok(Finished {
+        tables,
+        connected,
+        ended,
+    })
 }
 
 /// Each table's name and rows, by name.
 pub type TableRows = Vec<(String, Rows)>;
 
-/// Sections of [`check_and_adopt`]'s output are told apart by a line no row is: every row holds
-/// a '|'. (Only a table name with a line break and this line in it could fake one; the check
-/// would then miss tables and refuse, never pass wrongly.)
+/// Sections of [`check_adopt_and_swap`]'s output are told apart by a line no row is: every row
+/// holds a '|'. (Only a table name with a line break and this line in it could fake one; the
+/// check would then miss tables and refuse, never pass wrongly.)
 const SECTION: &str = "--";
 
-/// Reads [`check_and_adopt`]'s output: the tables, then (when it adopted a target's
-/// properties) who is connected to that target.
-fn read_check(output: &str, adopted: bool) -> (TableRows, Option<Connections>) {
-    let mut lines = output.lines();
-    let tables = read_tables(lines.by_ref().take_while(|line| *line != SECTION));
-    let connected = adopted.then(|| read_sessions(&lines.collect::<Vec<_>>().join("\n")));
-    (tables, connected)
+/// Reads [`check_adopt_and_swap`]'s output: the tables, then (when it adopted a target's
+/// properties) who is connected to that target, then (once the check passed and the session
+/// went on to the swap) the swap's rows.
+fn read_output(
+    printed: &str,
+    adopted: bool,
+) -> (TableRows, Option<Connections>, Option<Vec<&str>>) {
+    let lines: Vec<&str> = printed.lines().collect();
+    let mut sections = lines.split(|line| *line == SECTION);
+    let tables = read_tables(sections.next().unwrap_or_default().iter().copied());
+    let sessions = sections.next();
+    let connected = adopted.then(|| read_sessions(&sessions.unwrap_or_default().join("\n")));
+    let swapped = sections.next().map(<[&str]>::to_vec);
+    (tables, connected, swapped)
 }
 
 /// Reads the rows of [`COUNT_TABLES`].
@@ -158,6 +213,14 @@ fn read_tables<'a>(rows: impl Iterator<Item = &'a str>) -> TableRows {
     .collect()
 }
 
+/// The swap: over an existing target (aside, then in, in one transaction), or a rename.
+fn swap_sql(previous: Option<&str>) -> &'static str {
+    match previous {
+        Some(_) => SWAP,
+        None => "ALTER DATABASE :\"scratch\" RENAME TO :\"target\";\n",
+    }
+}
+
 /// Renames the target aside (if it exists) and the scratch database to the target, in one
 /// transaction, ending the target's open connections first; returns how many were ended.
 pub fn swap(
@@ -166,10 +229,7 @@ pub fn swap(
     scratch: &str,
     previous: Option<&str>,
 ) -> anyhow::Result<i64> {
-    let sql = match previous {
-        Some(_) => SWAP,
-        None => "ALTER DATABASE :\"scratch\" RENAME TO :\"target\";\n",
-    };
+    let sql = swap_sql(previous);
     let vars = [
         ("target", target),
         ("scratch", scratch),
@@ -198,13 +258,13 @@ pub fn swap(
 
 #[cfg(test)]
 mod tests {
-    use super::read_check;
+    use super::read_output;
 
     #[test]
-    fn the_check_reads_tables_then_who_is_connected() {
+    fn the_session_reads_tables_then_who_is_connected_then_the_swap() {
         let output = "public.\"a|b\"|12|12\npublic.big||5000000\npublic.no_index||-1\n--\n\
-                      app from 10.0.0.7 (pool) ×3|3\npostgres from a local socket|1";
-        let (tables, connected) = read_check(output, true);
+                      app from 10.0.0.7 (pool) ×3|3\npostgres from a local socket|1\n--\n4";
+        let (tables, connected, swapped) = read_output(output, true);
         let shown: Vec<String> = tables
             .iter()
             .map(|(name, rows)| format!("{name}: {rows}"))
@@ -224,12 +284,17 @@ mod tests {
                 "app from 10.0.0.7 (pool) ×3, postgres from a local socket".to_owned()
             ))
         );
+        assert_eq!(swapped, Some(vec!["4"]));
         // A restore into a new database adopts nothing and asks nobody's connections.
-        let (tables, connected) = read_check("public.t|1|1", false);
+        let (tables, connected, swapped) = read_output("public.t|1|1\n--\n--", false);
         assert_eq!(tables.len(), 1);
         assert_eq!(connected, None);
+        assert_eq!(swapped, Some(vec![]));
         // A target nobody is connected to: its section is empty.
-        let (_, connected) = read_check("public.t|1|1\n--", true);
+        let (_, connected, _) = read_output("public.t|1|1\n--\n--\n0", true);
         assert_eq!(connected, Some((0, String::new())));
+        // A session that stopped before the swap: no swap section.
+        let (_, _, swapped) = read_output("public.t|1|1\nINCOMPLETE", true);
+        assert_eq!(swapped, None);
     }
 }
