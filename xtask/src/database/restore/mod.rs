@@ -28,69 +28,92 @@ use swap::{check_adopt_and_swap, sessions};
 impl flags::Restore {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
+        self.check_flags()?;
+        let server = Server {
+            host: self.host.clone(),
+            port: self.port,
+            username: self.username.clone(),
+        };
+        // The dump is hashed while everything else reads it: the table of contents, the
+        // databases, and the load into the scratch database. Nothing is swapped in before the
+        // hash matches; a mismatch is reported before any other error (the scratch database
+        // is dropped), so "nothing was restored" holds as if it had been checked first.
+        let mut dump = Checked::start(&self.backup_file, &self.checksum_file)?;
+        let prepared = self.prepare(&server, &mut dump, started)?;
+        let loaded = restore_into(
+            &server,
+            &prepared.scratch.name,
+            &self.backup_file,
+            &prepared.entries,
+            self.jobs.into(),
+            started,
+        );
+        // The checksum first: a damaged dump is reported as such, and never swapped in.
+        let (sha256, size) = dump.verified()?;
+        loaded?;
+        step(
+            started,
+            &format!(
+                "checksum ok: {} ({size} bytes, {} entries)",
+                self.backup_file.display(),
+                prepared.entries.len()
+            ),
+        );
+        let finished = self.finish(&server, prepared, started)?;
+        self.report(&finished, &sha256, started);
+        Ok(())
+    }
+
+    fn check_flags(&self) -> anyhow::Result<()> {
         if self.jobs == 0 {
             bail!("--jobs 0 restores nothing; use 1 or more (default 2)");
         }
         if self.count_rows_up_to_mb < 0 {
             bail!("--count-rows-up-to-mb must be 0 or more (0 counts no table; default 64)");
         }
-        let server = Server {
-            host: self.host.clone(),
-            port: self.port,
-            username: self.username.clone(),
-        };
+        Ok(())
+    }
 
-        // The dump is hashed while everything else reads it: the table of contents, the
-        // databases, and the load into the scratch database. Nothing is swapped in before the
-        // hash matches; a mismatch is reported before any other error (the scratch database
-        // is dropped), so "nothing was restored" holds as if it had been checked first.
-        let mut dump = Checked::start(&self.backup_file, &self.checksum_file)?;
-        let mut verified = move || dump.verified();
+    /// Reads the dump's table of contents and looks up the databases (both beside the hash),
+    /// asks for the confirmation a restore over an existing database needs, and creates the
+    /// scratch database with its guard. With --yes no one is asked: the lookup and the
+    /// creation share one session.
+    fn prepare(
+        &self,
+        server: &Server,
+        dump: &mut Checked,
+        started: Instant,
+    ) -> anyhow::Result<Prepared> {
         let name = postgres::identifier_with_suffix(
             &self.database,
             &format!("_restoring_{}", std::process::id()),
         );
-        // With --yes no one is asked: the databases are looked up and the scratch database
-        // created in one session (otherwise the creation waits for the confirmation).
         let (listed, found) = std::thread::scope(|scope| {
             let listed = scope.spawn(|| list(&self.backup_file));
             let found = if self.yes {
-                databases_and_scratch(&server, &self.database, &name)
+                databases_and_scratch(server, &self.database, &name)
             } else {
-                databases(&server, &self.database)
+                databases(server, &self.database)
             };
             (joined(listed), found)
         });
         // From here a scratch database may exist: the guard drops it if this process dies, and
         // `Scratch` when it returns early.
-        let early = (self.yes && found.is_ok()).then(|| Scratch {
-            guard: restore_guard::start(&server, &self.database, &name),
-            server: server.clone(),
-            name: name.clone(),
-            keep: false,
-        });
-        let entries = match listed {
-            Ok(entries) => entries,
-            Err(error) => {
-                verified()?;
-                return Err(error);
-            }
-        };
-
-        let (exists, leftovers) = match found {
-            Ok(found) => found,
-            Err(error) => {
-                verified()?;
+        let early = (self.yes && found.is_ok()).then(|| self.guarded(server, &name));
+        // A damaged dump is reported as such before any other error.
+        let (entries, (exists, leftovers)) = match (listed, found) {
+            (Ok(entries), Ok(found)) => (entries, found),
+            (Err(error), _) | (_, Err(error)) => {
+                dump.verified()?;
                 return Err(error);
             }
         };
         let now = utc::compact(utc::now());
-        let previous_name =
-            postgres::identifier_with_suffix(&self.database, &format!("_before_{now}"));
-        if exists {
-            confirm(&self, &server, &previous_name)?;
+        let previous = exists
+            .then(|| postgres::identifier_with_suffix(&self.database, &format!("_before_{now}")));
+        if let Some(previous) = &previous {
+            confirm(self, server, previous)?;
         }
-
         for left in leftovers {
             eprintln!(
                 "note: database {left:?} was left by a restore of {:?} that was killed; if no restore is running now, drop it:  psql -h {} -p {} -U {} -d postgres -c 'DROP DATABASE \"{left}\"'",
@@ -101,13 +124,8 @@ impl flags::Restore {
         let scratch = match early {
             Some(scratch) => scratch,
             None => {
-                create_scratch(&server, &name, exists.then_some(self.database.as_str()))?;
-                Scratch {
-                    guard: restore_guard::start(&server, &self.database, &name),
-                    server: server.clone(),
-                    name,
-                    keep: false,
-                }
+                create_scratch(server, &name, exists.then_some(self.database.as_str()))?;
+                self.guarded(server, &name)
             }
         };
         step(
@@ -122,47 +140,55 @@ impl flags::Restore {
                 }
             ),
         );
-        let loaded = restore_into(
-            &server,
-            &scratch.name,
-            &self.backup_file,
-            &entries,
-            self.jobs.into(),
-            started,
-        );
-        // The checksum first: a damaged dump is reported as such, and never swapped in.
-        let (actual, size) = verified()?;
-        loaded?;
-        step(
-            started,
-            &format!(
-                "checksum ok: {} ({size} bytes, {} entries)",
-                self.backup_file.display(),
-                entries.len()
-            ),
-        );
-        // The target's settings, privileges and comment only now, so that none of them (a
-        // read-only default, a statement timeout, CONNECT revoked) reaches pg_restore.
+        Ok(Prepared {
+            scratch,
+            entries,
+            previous,
+        })
+    }
+
+    /// The scratch database `name`, dropped by its guard if this process dies.
+    fn guarded(&self, server: &Server, name: &str) -> Scratch {
+        Scratch {
+            guard: restore_guard::start(server, &self.database, name),
+            server: server.clone(),
+            name: name.to_owned(),
+            keep: false,
+        }
+    }
+
+    /// Checks the loaded scratch database, gives it the target's settings, privileges and
+    /// comment (only now, so that none of them, a read-only default, a statement timeout,
+    /// CONNECT revoked, reaches pg_restore), and swaps it in.
+    fn finish(
+        &self,
+        server: &Server,
+        prepared: Prepared,
+        started: Instant,
+    ) -> anyhow::Result<Restored> {
+        let Prepared {
+            mut scratch,
+            entries,
+            previous,
+        } = prepared;
         let finished = check_adopt_and_swap(
-            &server,
+            server,
             &scratch.name,
             &self.database,
-            exists.then_some(previous_name.as_str()),
+            previous.as_deref(),
             &entries,
             self.count_rows_up_to_mb.saturating_mul(1 << 20),
         )?;
-        let mut scratch = scratch;
         scratch.keep = true;
-        let (tables, ended) = (finished.tables, finished.ended);
         step(
             started,
             &format!(
                 "checked {:?}: {} tables, every one the dump has data for",
                 scratch.name,
-                tables.len()
+                finished.tables.len()
             ),
         );
-        if exists {
+        if previous.is_some() {
             step(
                 started,
                 &format!(
@@ -171,8 +197,8 @@ impl flags::Restore {
                 ),
             );
         }
-        if let Some((open, who)) = finished.connected
-            && open > 0
+        if let Some((open, who)) = &finished.connected
+            && *open > 0
         {
             step(
                 started,
@@ -182,10 +208,13 @@ impl flags::Restore {
                 ),
             );
         }
-        if ended > 0 {
+        if finished.ended > 0 {
             step(
                 started,
-                &format!("ended {ended} open connection(s) to {:?}", self.database),
+                &format!(
+                    "ended {} open connection(s) to {:?}",
+                    finished.ended, self.database
+                ),
             );
         }
         step(
@@ -196,34 +225,53 @@ impl flags::Restore {
                 self.backup_file.display()
             ),
         );
-        if exists {
-            eprintln!("the previous data is kept as database {previous_name:?}.");
+        Ok(Restored { finished, previous })
+    }
+
+    /// Where the data before went and how to get it back, each table's rows, and the JSON.
+    fn report(&self, restored: &Restored, sha256: &str, started: Instant) {
+        if let Some(previous) = &restored.previous {
+            eprintln!("the previous data is kept as database {previous:?}.");
             eprintln!(
-                "  drop it when no longer needed:  psql -h {} -p {} -U {} -d postgres -c 'DROP DATABASE \"{previous_name}\"'",
+                "  drop it when no longer needed:  psql -h {} -p {} -U {} -d postgres -c 'DROP DATABASE \"{previous}\"'",
                 self.host, self.port, self.username
             );
             eprintln!(
-                "  or swap it back:  psql -h {} -p {} -U {} -d postgres -c 'ALTER DATABASE \"{}\" RENAME TO \"{}_restored\"' -c 'ALTER DATABASE \"{previous_name}\" RENAME TO \"{}\"'",
+                "  or swap it back:  psql -h {} -p {} -U {} -d postgres -c 'ALTER DATABASE \"{}\" RENAME TO \"{}_restored\"' -c 'ALTER DATABASE \"{previous}\" RENAME TO \"{}\"'",
                 self.host, self.port, self.username, self.database, self.database, self.database
             );
         }
-        for (table, rows) in &tables {
+        let tables = &restored.finished.tables;
+        for (table, rows) in tables {
             eprintln!("  {table}: {rows}");
         }
         if self.json {
             let summary = json!({
                 "database": self.database,
                 "backup": self.backup_file,
-                "sha256": actual,
+                "sha256": sha256,
                 "tables": tables.iter().map(|(name, rows)| rows.json(name)).collect::<Vec<_>>(),
-                "previous_database": exists.then_some(previous_name),
-                "connections_ended": ended,
+                "previous_database": restored.previous,
+                "connections_ended": restored.finished.ended,
                 "seconds": started.elapsed().as_secs_f64(),
             });
             println!("{summary}");
         }
-        Ok(())
     }
+}
+
+/// What `prepare` made: the scratch database (with its guard), the dump's entries, and the
+/// name the target goes aside under when it exists.
+struct Prepared {
+    scratch: Scratch,
+    entries: Vec<dump::ListEntry>,
+    previous: Option<String>,
+}
+
+/// A restore swapped in.
+struct Restored {
+    finished: swap::Finished,
+    previous: Option<String>,
 }
 
 /// The result of a scoped thread; its panic, if it panicked, goes on in this one.
