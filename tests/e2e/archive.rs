@@ -367,6 +367,74 @@ fn restore_with_switch_puts_the_data_as_of_the_time_in_place_of_the_live_cluster
 }
 
 #[test]
+fn a_lost_data_directory_comes_back_as_of_a_time_in_its_place() {
+    let cluster = ArchivedCluster::new("lost");
+    cluster.set_up();
+    let target = sales_around_a_time(&cluster);
+    // The day's WAL reaches the repository; then the cluster's disk is lost.
+    let segment = cluster.sql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    cluster.sql("postgres", "SELECT pg_switch_wal()");
+    let archived = eventually(Duration::from_secs(30), || {
+        cluster.sql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        ) >= segment
+    });
+    assert!(archived, "{segment} never reached the repository");
+    let stopped = Command::new("pg_ctlcluster")
+        .args([
+            "--skip-systemctl-redirect",
+            &cluster.version,
+            &cluster.name,
+            "stop",
+        ])
+        .output()
+        .unwrap();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    fs::remove_dir_all(&cluster.data_dir).unwrap();
+
+    let status = cluster.archive(&["status"]);
+    assert!(!status.status.success());
+    assert!(
+        text(&status).contains("does not answer, so nothing is being archived"),
+        "{}",
+        text(&status)
+    );
+
+    let port = free_port().to_string();
+    let said = cluster.archive_ok(&[
+        "restore",
+        "--to",
+        &target,
+        "--pg-port",
+        &port,
+        "--switch",
+        "--yes",
+        "--json",
+    ]);
+    let summary = json_of(&said);
+    assert_eq!(summary["switched"], true);
+    assert_eq!(summary["kept_data_directory"], serde_json::Value::Null);
+    assert!(
+        said.contains("there was no old data directory to keep"),
+        "{said}"
+    );
+    assert_eq!(
+        ids(cluster.port, "shop"),
+        "1,2,3,4,5",
+        "the day's sales up to the time are back"
+    );
+    assert_eq!(cluster.sql("postgres", "SHOW archive_mode"), "on");
+    assert_eq!(
+        clusters_named(&format!("{}-", cluster.name)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn status_fails_naming_the_wal_and_the_lag_while_archiving_fails_and_is_clean_once_it_recovers() {
     let cluster = ArchivedCluster::new("failing");
     cluster.set_up();

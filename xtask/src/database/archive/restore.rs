@@ -223,13 +223,14 @@ fn same_filesystem(context: &Context, live_dir: &str, new_dir: &str) -> anyhow::
     Ok(())
 }
 
-/// Puts the restored cluster in the live one's place; the kept data directory's path.
+/// Puts the restored cluster in the live one's place; the kept data directory's path (none
+/// when the live one was gone).
 fn switch(
     context: &Context,
     live: &Cluster,
     restored: &Cluster,
     started: Instant,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Option<String>> {
     let host = &context.host;
     let stamp = utc::compact(utc::now());
     let kept = format!("{}.before-{stamp}", live.data_dir.trim_end_matches('/'));
@@ -241,6 +242,16 @@ fn switch(
             live.id()
         ),
     );
+    // A lost disk leaves no old data directory to keep.
+    let had_data = host
+        .script_ok(
+            "look at the live data directory",
+            r#"if [ -e "$1" ]; then echo present; fi"#,
+            &[&live.data_dir],
+            None,
+        )?
+        .trim()
+        == "present";
     let ran = host.run_command(
         host.command(&[
             "setsid",
@@ -284,9 +295,16 @@ fn switch(
         ),
     );
     let _ = host.run_ok("remove the switch's log", &["rm", "-f", "--", &log], None);
-    eprintln!("the old data directory is kept as {kept}; remove it once you are sure:");
-    eprintln!("  $ rm -rf {kept}");
+    if had_data {
+        eprintln!("the old data directory is kept as {kept}; remove it once you are sure:");
+        eprintln!("  $ rm -rf {kept}");
+    } else {
+        eprintln!(
+            "there was no old data directory to keep ({} was gone)",
+            live.data_dir
+        );
+    }
     eprintln!("take a full backup of the new timeline now:");
     eprintln!("  $ {}", context.command_line("backup --type full"));
-    Ok(kept)
+    Ok(had_data.then_some(kept))
 }
