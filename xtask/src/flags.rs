@@ -449,10 +449,11 @@ pub struct ArchiveRestore {
     /// The point in time, with its offset: 2026-12-06 14:05:00+01, 2026-12-06T13:05:00Z.
     #[arg(long, value_name = "TIME")]
     pub to: String,
-    /// The new cluster's port.
+    /// The new cluster's port: a free one (the live cluster keeps its own).
     #[arg(long, value_name = "PORT")]
     pub pg_port: u16,
-    /// The new cluster's data directory (default: beside the live one, named for the cluster).
+    /// The new cluster's data directory (default: /var/lib/postgresql/<version>/<cluster>;
+    /// with --switch it must be on the live data directory's filesystem).
     #[arg(long, value_name = "DIR")]
     pub pg_path: Option<String>,
     /// Then stop the live cluster and put the restored data in its place.
