@@ -61,6 +61,25 @@ fn ids(port: u16, database: &str) -> String {
     )
 }
 
+/// `archive restore --to TARGET --switch --yes --json` on a free port, which must succeed and
+/// say it switched: what it printed and its JSON.
+fn switch_to(cluster: &ArchivedCluster, target: &str) -> (String, serde_json::Value) {
+    let port = free_port().to_string();
+    let said = cluster.archive_ok(&[
+        "restore",
+        "--to",
+        target,
+        "--pg-port",
+        &port,
+        "--switch",
+        "--yes",
+        "--json",
+    ]);
+    let summary = json_of(&said);
+    assert_eq!(summary["switched"], true, "{said}");
+    (said, summary)
+}
+
 fn json_of(output: &str) -> serde_json::Value {
     let line = output
         .lines()
@@ -319,18 +338,7 @@ fn restore_with_switch_puts_the_data_as_of_the_time_in_place_of_the_live_cluster
     );
     assert_eq!(ids(cluster.port, "shop"), "3,4,5,6,7,8");
 
-    let said = cluster.archive_ok(&[
-        "restore",
-        "--to",
-        &target,
-        "--pg-port",
-        &port,
-        "--switch",
-        "--yes",
-        "--json",
-    ]);
-    let summary = json_of(&said);
-    assert_eq!(summary["switched"], true);
+    let (said, summary) = switch_to(&cluster, &target);
     // The live cluster, on its own port and data directory, has the rows as of the time.
     assert_eq!(ids(cluster.port, "shop"), "1,2,3,4,5");
     assert_eq!(cluster.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
@@ -404,19 +412,7 @@ fn a_lost_data_directory_comes_back_as_of_a_time_in_its_place() {
         text(&status)
     );
 
-    let port = free_port().to_string();
-    let said = cluster.archive_ok(&[
-        "restore",
-        "--to",
-        &target,
-        "--pg-port",
-        &port,
-        "--switch",
-        "--yes",
-        "--json",
-    ]);
-    let summary = json_of(&said);
-    assert_eq!(summary["switched"], true);
+    let (said, summary) = switch_to(&cluster, &target);
     assert_eq!(summary["kept_data_directory"], serde_json::Value::Null);
     assert!(
         said.contains("there was no old data directory to keep"),
