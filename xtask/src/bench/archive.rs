@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use xshell::Shell;
 
-use super::backup::{DATABASE, find, generate, succeed};
+use super::backup::{DATABASE, find, generate, restore_flags, succeed};
 use super::{Row, fresh_dir, median, note, seconds, timed};
 use crate::database::postgres::Server;
 use crate::flags;
@@ -147,21 +147,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchArchive) -> anyhow::Result<Vec<Row>> 
             "run {}/{runs}: our dump's restore (restore: checksum, scratch database, check, swap)",
             run + 1
         ));
-        let ((), restored) = timed(|| {
-            flags::Restore {
-                host: server.host.clone(),
-                port,
-                database: RESTORED.to_owned(),
-                username: server.username.clone(),
-                backup_file: dump.clone(),
-                checksum_file: checksum.clone(),
-                yes: true,
-                jobs: 2,
-                count_rows_up_to_mb: 64,
-                json: false,
-            }
-            .run(sh)
-        })?;
+        let ((), restored) = timed(|| restore_flags(&server, RESTORED, &dump, &checksum).run(sh))?;
         server.drop_database(RESTORED)?;
         restores.push((pitr, restored));
     }

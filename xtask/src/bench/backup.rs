@@ -142,19 +142,7 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
                 run + 1
             ));
             let ((), time) = timed(|| {
-                flags::Restore {
-                    host: server.host.clone(),
-                    port: server.port,
-                    database: RESTORED_OURS.to_owned(),
-                    username: server.username.clone(),
-                    backup_file: ours_dump.clone(),
-                    checksum_file: ours_checksum.clone(),
-                    yes: true,
-                    jobs: 2,
-                    count_rows_up_to_mb: 64,
-                    json: false,
-                }
-                .run(sh)
+                restore_flags(&server, RESTORED_OURS, &ours_dump, &ours_checksum).run(sh)
             })?;
             server.drop_database(RESTORED_OURS)?;
             let kept_aside = server.psql(
@@ -271,6 +259,27 @@ pub fn run(sh: &Shell, flags: &flags::BenchBackup) -> anyhow::Result<Vec<Row>> {
             over_bare_ratio <= 1.03,
         ),
     ])
+}
+
+/// `cargo xtask restore --yes --jobs 2` of `dump` into `database`, as the benches run it.
+pub fn restore_flags(
+    server: &Server,
+    database: &str,
+    dump: &Path,
+    checksum: &Path,
+) -> flags::Restore {
+    flags::Restore {
+        host: server.host.clone(),
+        port: server.port,
+        database: database.to_owned(),
+        username: server.username.clone(),
+        backup_file: dump.to_owned(),
+        checksum_file: checksum.to_owned(),
+        yes: true,
+        jobs: 2,
+        count_rows_up_to_mb: 64,
+        json: false,
+    }
 }
 
 /// Runs each side once, starting with side `run % N` and going round, so that no side always
