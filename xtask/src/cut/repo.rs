@@ -8,6 +8,8 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, bail};
 
+use crate::util::durable;
+
 /// A git work tree.
 pub struct Repo {
     pub root: PathBuf,
@@ -166,21 +168,32 @@ impl Repo {
         self.sync_paths(paths)
     }
 
-    /// The index and the work tree of `paths` as HEAD has them (a path HEAD lacks is removed),
-    /// in one checkout.
+    /// The work tree and the index of `paths` as HEAD has them (a path HEAD lacks is removed).
+    /// Each file is written beside its name and renamed over it, never in place as `git
+    /// checkout` writes: a run killed here leaves each path whole, old or new, and cargo can
+    /// still read Cargo.toml and Cargo.lock to run the next one.
     pub fn sync_paths(&self, paths: &[&str]) -> anyhow::Result<()> {
-        let mut args = vec!["ls-tree", "--name-only", "HEAD", "--"];
-        args.extend_from_slice(paths);
-        let present = self.read(&args)?;
-        let present: Vec<&str> = present.lines().collect();
+        let mut present = Vec::new();
+        for path in paths {
+            let file = self.root.join(path);
+            if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
+                durable::remove_stale_partials(dir, &name.to_string_lossy())?;
+            }
+            match self.file_at("HEAD", path) {
+                Some(bytes) => {
+                    durable::write(&file, &bytes)?;
+                    present.push(*path);
+                }
+                None => {
+                    let _ = self.output(&["rm", "-q", "--cached", "--ignore-unmatch", "--", path]);
+                    let _ = std::fs::remove_file(&file);
+                }
+            }
+        }
         if !present.is_empty() {
-            let mut args = vec!["checkout", "HEAD", "--"];
+            let mut args = vec!["add", "--"];
             args.extend_from_slice(&present);
             self.read(&args)?;
-        }
-        for path in paths.iter().filter(|path| !present.contains(path)) {
-            let _ = self.output(&["rm", "-q", "--cached", "--ignore-unmatch", "--", path]);
-            let _ = std::fs::remove_file(self.root.join(path));
         }
         Ok(())
     }
@@ -224,4 +237,58 @@ fn stdout_of(args: &[&str], output: Output) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout)
         .trim_end()
         .to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    #[test]
+    fn sync_paths_renames_whole_files_into_place_and_clears_what_a_killed_run_left() {
+        let dir = std::env::temp_dir().join(format!("xtask-sync-paths-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        git(&dir, &["init", "-q", "-b", "main"]);
+        fs::write(dir.join("Cargo.lock"), "old\n").unwrap();
+        fs::write(dir.join("gone.md"), "old\n").unwrap();
+        git(&dir, &["add", "Cargo.lock", "gone.md"]);
+        git(&dir, &["commit", "-q", "-m", "old"]);
+        fs::write(dir.join("Cargo.lock"), "new\n").unwrap();
+        git(&dir, &["rm", "-q", "gone.md"]);
+        git(&dir, &["commit", "-q", "-am", "new"]);
+        git(&dir, &["reset", "-q", "--hard", "HEAD~1"]);
+        git(&dir, &["update-ref", "refs/heads/main", "HEAD@{1}"]);
+        // What a run killed mid-write left: a partial whose process is gone, and a second name
+        // for the old file, which must keep its bytes (the file is replaced, never rewritten).
+        fs::write(dir.join(".Cargo.lock.partial-4194999"), "ne").unwrap();
+        fs::hard_link(dir.join("Cargo.lock"), dir.join("old-link")).unwrap();
+        let before = fs::metadata(dir.join("Cargo.lock")).unwrap().ino();
+
+        let repo = Repo::open(&dir).unwrap();
+        repo.sync_paths(&["Cargo.lock", "gone.md"]).unwrap();
+
+        assert_eq!(fs::read_to_string(dir.join("Cargo.lock")).unwrap(), "new\n");
+        assert_ne!(fs::metadata(dir.join("Cargo.lock")).unwrap().ino(), before);
+        assert_eq!(fs::read_to_string(dir.join("old-link")).unwrap(), "old\n");
+        assert!(!dir.join("gone.md").exists());
+        assert!(!dir.join(".Cargo.lock.partial-4194999").exists());
+        let status = repo
+            .read(&["status", "--porcelain", "--", "Cargo.lock", "gone.md"])
+            .unwrap();
+        assert_eq!(status, "");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
