@@ -69,14 +69,16 @@ fn release_with_lookup_change(version: &str, subject: &str, code: &str) -> PathB
     clone.dir.join("dist").join(version)
 }
 
-/// 1.3.0-errors: one product lookup in five answers 500.
+/// 1.3.0-errors: one lookup of the tills' product in five answers 500. The smoke checks look up
+/// other SKUs, so the release passes its health gate and only the canary analysis can catch it
+/// (a count over every lookup had the smoke check's own lookup fail whenever it came first).
 pub fn release_with_errors() -> &'static Path {
     static RELEASE: OnceLock<PathBuf> = OnceLock::new();
     RELEASE.get_or_init(|| {
         release_with_lookup_change(
             "1.3.0-errors",
             "feat: a lookup that fails one time in five",
-            "    static LOOKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);\n    if LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 5 == 0 {\n        return Err(ApiError::Internal(anyhow::anyhow!(\"the lookup broke\")));\n    }",
+            "    static LOOKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);\n    if sku == \"BREAD-1\" && LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 5 == 0 {\n        return Err(ApiError::Internal(anyhow::anyhow!(\"the lookup broke\")));\n    }",
         )
     })
 }
