@@ -5,17 +5,15 @@
 //! that fails lets its guard do the same: the removal has this one definition. The live cluster
 //! is never the guard's business.
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-
-use anyhow::Context;
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::Child;
 
 use crate::database::archive::host::DbHost;
 use crate::flags;
+use crate::util::guard;
 
-/// What the command writes on the guard's standard input once the cluster is kept or removed.
-const DONE: &str = "done";
+pub use guard::{abandon, finish};
 
 /// Stops and removes a cluster and its data directory whatever state a kill left them in:
 /// registered or half-made by pg_createcluster, running or not.
@@ -39,10 +37,7 @@ if [ -n "$found" ]; then echo removed; fi
 
 impl flags::ArchiveGuard {
     pub fn run(self) -> anyhow::Result<()> {
-        // Standard input ends when the command exits, however it exits.
-        let mut said = String::new();
-        let _ = std::io::stdin().read_to_string(&mut said);
-        if said.lines().any(|line| line == DONE) {
+        if guard::released() {
             return Ok(());
         }
         let host = DbHost::connect(&self.on)?;
@@ -76,45 +71,13 @@ pub fn remove(host: &DbHost, version: &str, name: &str, data_dir: &str) -> anyho
 /// Ctrl-C does not reach it. `None` (with a note) if it cannot start: the command goes on, and
 /// removes the cluster itself when it fails.
 pub fn start(on: &flags::ArchiveOn, version: &str, name: &str, data_dir: &str) -> Option<Child> {
-    let started = std::env::current_exe()
-        .context("cannot find this program to start its guard")
-        .and_then(|program| {
-            let mut command = Command::new(program);
-            command.arg("archive-guard");
-            if let Some(address) = &on.on {
-                command.args(["--on", address]);
-            }
-            if let Some(config) = &on.ssh_config {
-                command.arg("--ssh-config").arg(config);
-            }
-            command
-                .args([version, name, data_dir])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .context("cannot start the guard that removes the new cluster if the command is interrupted")
-        });
-    match started {
-        Ok(child) => Some(child),
-        Err(error) => {
-            eprintln!("note: {error:#}");
-            None
-        }
+    let mut args: Vec<OsString> = vec!["archive-guard".into()];
+    if let Some(address) = &on.on {
+        args.extend(["--on".into(), address.into()]);
     }
-}
-
-/// Lets the guard remove the cluster (its standard input ends without "done"), and waits for
-/// it to have done so.
-pub fn abandon(mut guard: Child) {
-    drop(guard.stdin.take());
-    let _ = guard.wait();
-}
-
-/// Tells the guard the cluster is taken care of, and waits for it to exit.
-pub fn finish(mut guard: Child) {
-    if let Some(mut stdin) = guard.stdin.take() {
-        let _ = writeln!(stdin, "{DONE}");
+    if let Some(config) = &on.ssh_config {
+        args.extend(["--ssh-config".into(), config.into()]);
     }
-    let _ = guard.wait();
+    args.extend([version, name, data_dir].map(OsString::from));
+    guard::start(args, "removes the new cluster")
 }
